@@ -7,7 +7,9 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum Error {
     /// No adapter matched the request (or none exists at all).
-    #[error("no GPU adapter found{detail}; on Linux without a GPU, install mesa-vulkan-drivers (lavapipe) — e.g. `apt-get install -y mesa-vulkan-drivers`")]
+    #[error(
+        "no GPU adapter found{detail}; on Linux without a GPU, install mesa-vulkan-drivers (lavapipe) — e.g. `apt-get install -y mesa-vulkan-drivers`"
+    )]
     NoAdapter {
         /// What was asked for, if anything (", matching name \"foo\"").
         detail: String,
@@ -55,7 +57,9 @@ pub enum Error {
     MissingWeight { name: String, hint: &'static str },
 
     /// A tensor in a weights file that this module does not use.
-    #[error("unexpected weight {name:?} (nn.MultiheadAttention with this configuration has no such parameter)")]
+    #[error(
+        "unexpected weight {name:?} (nn.MultiheadAttention with this configuration has no such parameter)"
+    )]
     UnexpectedWeight { name: String },
 
     /// A problem too large for the device that cannot be tiled to fit.
@@ -81,7 +85,10 @@ pub enum Error {
 
     /// wgpu reported a validation or out-of-memory error, captured by an error scope.
     #[error("wgpu error during {during}: {message}")]
-    Wgpu { during: &'static str, message: String },
+    Wgpu {
+        during: &'static str,
+        message: String,
+    },
 
     /// The device was lost (driver reset, `Device::destroy`, …).
     #[error("the GPU device was lost: {0}")]

@@ -152,7 +152,7 @@ pub fn validate_config(config: &MhaConfig) -> Result<()> {
     nonzero("num_heads", config.num_heads)?;
     nonzero("kdim", config.kdim)?;
     nonzero("vdim", config.vdim)?;
-    if config.embed_dim % config.num_heads != 0 {
+    if !config.embed_dim.is_multiple_of(config.num_heads) {
         return Err(Error::Config(format!(
             "embed_dim ({}) must be divisible by num_heads ({})",
             config.embed_dim, config.num_heads
@@ -206,7 +206,11 @@ pub fn validate_mha<'a>(
         }
         let (b, s, w) = dims3(&t.shape, batched, config.batch_first);
         if b != batch || w != width {
-            return Err(shape_err(name, expected() + &format!(" with B={batch}"), &t.shape));
+            return Err(shape_err(
+                name,
+                expected() + &format!(" with B={batch}"),
+                &t.shape,
+            ));
         }
         Ok(s)
     };
@@ -336,7 +340,11 @@ pub fn validate_sdpa<'a>(
         "[Hkv, S, d]"
     };
     let [kb, heads_kv, len_kv, kd] = split(key).ok_or_else(|| {
-        shape_err("key", format!("{kv_layout} (same rank as query)"), &key.shape)
+        shape_err(
+            "key",
+            format!("{kv_layout} (same rank as query)"),
+            &key.shape,
+        )
     })?;
     if kb != batch || kd != head_dim {
         return Err(shape_err(
@@ -372,7 +380,7 @@ pub fn validate_sdpa<'a>(
                 "query has {heads_q} heads but key/value have {heads_kv}: pass enable_gqa for grouped-query attention"
             )));
         }
-        if heads_q % heads_kv != 0 {
+        if !heads_q.is_multiple_of(heads_kv) {
             return Err(Error::Config(format!(
                 "grouped-query attention needs the query heads ({heads_q}) to be a multiple of the key/value heads ({heads_kv})"
             )));
@@ -449,12 +457,18 @@ mod tests {
     #[test]
     fn broadcasting_follows_numpy_rules() {
         assert_eq!(broadcast_strides(&[4, 5], [2, 3, 4, 5]), Some([0, 0, 5, 1]));
-        assert_eq!(broadcast_strides(&[3, 1, 5], [2, 3, 4, 5]), Some([0, 5, 0, 1]));
+        assert_eq!(
+            broadcast_strides(&[3, 1, 5], [2, 3, 4, 5]),
+            Some([0, 5, 0, 1])
+        );
         assert_eq!(
             broadcast_strides(&[2, 3, 4, 5], [2, 3, 4, 5]),
             Some([60, 20, 5, 1])
         );
-        assert_eq!(broadcast_strides(&[2, 1, 1, 5], [2, 3, 4, 5]), Some([5, 0, 0, 1]));
+        assert_eq!(
+            broadcast_strides(&[2, 1, 1, 5], [2, 3, 4, 5]),
+            Some([5, 0, 0, 1])
+        );
         assert_eq!(broadcast_strides(&[3, 5], [2, 3, 4, 5]), None);
         assert_eq!(broadcast_strides(&[1, 1, 1, 1, 5], [2, 3, 4, 5]), None);
     }

@@ -137,7 +137,11 @@ impl MhaWeights {
                 check(names::V_PROJ_WEIGHT, v.len(), vec![e, config.vdim])?;
             }
         }
-        check(names::OUT_PROJ_WEIGHT, self.out_proj_weight.len(), vec![e, e])?;
+        check(
+            names::OUT_PROJ_WEIGHT,
+            self.out_proj_weight.len(),
+            vec![e, e],
+        )?;
         match (&self.in_proj_bias, &self.out_proj_bias, config.bias) {
             (Some(bi), Some(bo), true) => {
                 check(names::IN_PROJ_BIAS, bi.len(), vec![3 * e])?;
@@ -153,7 +157,11 @@ impl MhaWeights {
 
     /// Takes the parameters out of named tensors (a state dict); every name must be used and
     /// every shape must match. Other names in `tensors` are an error unless `allow_extra`.
-    pub fn from_tensors(config: &MhaConfig, tensors: &TensorMap, allow_extra: bool) -> Result<Self> {
+    pub fn from_tensors(
+        config: &MhaConfig,
+        tensors: &TensorMap,
+        allow_extra: bool,
+    ) -> Result<Self> {
         validate_config(config)?;
         let e = config.embed_dim;
         let mut used = Vec::new();
@@ -195,12 +203,11 @@ impl MhaWeights {
                 v: sep(names::V_PROJ_WEIGHT, config.vdim)?,
             }
         };
-        let out_proj_weight = take(names::OUT_PROJ_WEIGHT, vec![e, e])?.ok_or_else(|| {
-            Error::MissingWeight {
+        let out_proj_weight =
+            take(names::OUT_PROJ_WEIGHT, vec![e, e])?.ok_or_else(|| Error::MissingWeight {
                 name: names::OUT_PROJ_WEIGHT.into(),
                 hint: "",
-            }
-        })?;
+            })?;
         let in_proj_bias = take(names::IN_PROJ_BIAS, vec![3 * e])?;
         let out_proj_bias = take(names::OUT_PROJ_BIAS, vec![e])?;
         let weights = Self {
@@ -277,4 +284,3 @@ fn missing(name: &str) -> Error {
 fn unexpected(name: &str) -> Error {
     Error::UnexpectedWeight { name: name.into() }
 }
-

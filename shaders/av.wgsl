@@ -1,0 +1,67 @@
+// Output of one block of query rows: O = P · V for every head of the block's batches, where
+// P is the block's softmax probabilities. O is written straight into the concatenated
+// [B, L, E]-style buffer (head h is a column offset), so concatenating heads costs nothing.
+// The tiling lives in gemm_tile.wgsl; heads.wgsl maps z to (batch, head).
+
+struct Params {
+    rows: u32,        // query rows in this block (M)
+    cols: u32,        // value head size (N = dv)
+    depth: u32,       // keys (K = S)
+    heads_q: u32,
+    group: u32,
+    batch0: u32,
+    row0: u32,
+    _pad0: u32,
+    v_offset: u32,
+    v_stride_b: u32,
+    v_stride_h: u32,
+    v_stride_s: u32,
+    o_offset: u32,
+    o_stride_b: u32,
+    o_stride_h: u32,
+    o_stride_l: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> probs: array<f32>;
+@group(0) @binding(2) var<storage, read> v: array<f32>;
+@group(0) @binding(3) var<storage, read_write> o: array<f32>;
+
+const B_N_CONTIGUOUS: bool = true; // V[s, j] runs along j, the output column
+
+fn load_a(z: u32, m: u32, s: u32) -> f32 {
+    if m < p.rows && s < p.depth {
+        return probs[(z * p.rows + m) * p.depth + s];
+    }
+    return 0.0;
+}
+
+fn load_b(z: u32, s: u32, j: u32) -> f32 {
+    if j < p.cols && s < p.depth {
+        let hd = head_of(z, p.batch0, p.heads_q, p.group);
+        return v[p.v_offset + hd.batch * p.v_stride_b + hd.head_kv * p.v_stride_h
+            + s * p.v_stride_s + j];
+    }
+    return 0.0;
+}
+
+@compute @workgroup_size(WG_X, WG_Y, 1)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let origin = tile_origin(wg);
+    let z = wg.z;
+    let acc = gemm_tile(z, origin.x, origin.y, p.depth, lid);
+    let hd = head_of(z, p.batch0, p.heads_q, p.group);
+    let base = p.o_offset + hd.batch * p.o_stride_b + hd.head_q * p.o_stride_h;
+    for (var r = 0u; r < 4u; r++) {
+        let m = origin.x + 4u * lid.y + r;
+        if m >= p.rows {
+            break;
+        }
+        for (var c = 0u; c < 4u; c++) {
+            let j = origin.y + 4u * lid.x + c;
+            if j < p.cols {
+                o[base + (p.row0 + m) * p.o_stride_l + j] = acc[r][c];
+            }
+        }
+    }
+}

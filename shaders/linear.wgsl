@@ -1,0 +1,61 @@
+// Linear layer, PyTorch's nn.Linear: Y = X · Wᵀ + b, with W in PyTorch's [out, in] layout.
+// Used for the in-projections (q, k, v — one launch when they share an input) and the
+// out-projection. Offsets let one launch read a slice of a packed weight (in_proj_weight).
+// The tiling lives in gemm_tile.wgsl; this file says where A, B and C are.
+
+struct Params {
+    rows: u32,        // M: rows of X and Y
+    cols: u32,        // N: output features (rows of W)
+    depth: u32,       // K: input features
+    has_bias: u32,
+    x_offset: u32,
+    x_row_stride: u32,
+    w_offset: u32,
+    bias_offset: u32,
+    y_offset: u32,
+    y_row_stride: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> w: array<f32>;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+
+const B_N_CONTIGUOUS: bool = false; // W[n, k] runs along k
+
+fn load_a(z: u32, m: u32, k: u32) -> f32 {
+    if m < p.rows && k < p.depth {
+        return x[p.x_offset + m * p.x_row_stride + k];
+    }
+    return 0.0;
+}
+
+fn load_b(z: u32, k: u32, n: u32) -> f32 {
+    if n < p.cols && k < p.depth {
+        return w[p.w_offset + n * p.depth + k];
+    }
+    return 0.0;
+}
+
+@compute @workgroup_size(WG_X, WG_Y, 1)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let origin = tile_origin(wg);
+    let acc = gemm_tile(0u, origin.x, origin.y, p.depth, lid);
+    for (var r = 0u; r < 4u; r++) {
+        let m = origin.x + 4u * lid.y + r;
+        if m >= p.rows {
+            break;
+        }
+        for (var c = 0u; c < 4u; c++) {
+            let n = origin.y + 4u * lid.x + c;
+            if n < p.cols {
+                var v = acc[r][c];
+                if p.has_bias != 0u {
+                    v += bias[p.bias_offset + n];
+                }
+                y[p.y_offset + m * p.y_row_stride + n] = v;
+            }
+        }
+    }
+}

@@ -1,0 +1,96 @@
+// Scores of one block of query rows: S = Q · Kᵀ · scale + masks, for every head of the
+// block's batches. Q and K are read in place from the projected [B, L, E]-style buffers
+// (a head is a column offset, a batch and a row are strides), so no head is ever copied.
+// Masks are additive float tensors placed on the [B, H, L, S] grid by strides (0 =
+// broadcast); causal masking compares positions and needs no tensor.
+// The tiling lives in gemm_tile.wgsl; heads.wgsl maps z to (batch, head).
+
+struct Params {
+    rows: u32,          // query rows in this block (M)
+    cols: u32,          // keys (N = S)
+    depth: u32,         // head size (K = d)
+    heads_q: u32,
+    group: u32,         // query heads per key/value head
+    batch0: u32,        // first batch of the block
+    row0: u32,          // first query row of the block
+    flags: u32,         // bit 0: mask0, bit 1: mask1, bit 2: causal
+    q_offset: u32,
+    q_stride_b: u32,
+    q_stride_h: u32,
+    q_stride_l: u32,
+    k_offset: u32,
+    k_stride_b: u32,
+    k_stride_h: u32,
+    k_stride_s: u32,
+    scale: f32,
+    causal_offset: i32, // key s is visible from row l iff s <= l + causal_offset
+    mask0_stride_b: u32,
+    mask0_stride_h: u32,
+    mask0_stride_l: u32,
+    mask0_stride_s: u32,
+    mask1_stride_b: u32,
+    mask1_stride_h: u32,
+    mask1_stride_l: u32,
+    mask1_stride_s: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> q: array<f32>;
+@group(0) @binding(2) var<storage, read> k: array<f32>;
+@group(0) @binding(3) var<storage, read> mask0: array<f32>;
+@group(0) @binding(4) var<storage, read> mask1: array<f32>;
+@group(0) @binding(5) var<storage, read_write> scores: array<f32>;
+
+const B_N_CONTIGUOUS: bool = false; // K[s, i] runs along i, the depth
+
+fn load_a(z: u32, m: u32, i: u32) -> f32 {
+    if m < p.rows && i < p.depth {
+        let hd = head_of(z, p.batch0, p.heads_q, p.group);
+        return q[p.q_offset + hd.batch * p.q_stride_b + hd.head_q * p.q_stride_h
+            + (p.row0 + m) * p.q_stride_l + i];
+    }
+    return 0.0;
+}
+
+fn load_b(z: u32, i: u32, n: u32) -> f32 {
+    if n < p.cols && i < p.depth {
+        let hd = head_of(z, p.batch0, p.heads_q, p.group);
+        return k[p.k_offset + hd.batch * p.k_stride_b + hd.head_kv * p.k_stride_h
+            + n * p.k_stride_s + i];
+    }
+    return 0.0;
+}
+
+@compute @workgroup_size(WG_X, WG_Y, 1)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let origin = tile_origin(wg);
+    let z = wg.z;
+    let acc = gemm_tile(z, origin.x, origin.y, p.depth, lid);
+    let hd = head_of(z, p.batch0, p.heads_q, p.group);
+    for (var r = 0u; r < 4u; r++) {
+        let m = origin.x + 4u * lid.y + r;
+        if m >= p.rows {
+            break;
+        }
+        let l = p.row0 + m;
+        for (var c = 0u; c < 4u; c++) {
+            let s = origin.y + 4u * lid.x + c;
+            if s >= p.cols {
+                break;
+            }
+            var v = acc[r][c] * p.scale;
+            if (p.flags & 1u) != 0u {
+                v += mask0[hd.batch * p.mask0_stride_b + hd.head_q * p.mask0_stride_h
+                    + l * p.mask0_stride_l + s * p.mask0_stride_s];
+            }
+            if (p.flags & 2u) != 0u {
+                v += mask1[hd.batch * p.mask1_stride_b + hd.head_q * p.mask1_stride_h
+                    + l * p.mask1_stride_l + s * p.mask1_stride_s];
+            }
+            if (p.flags & 4u) != 0u && i32(s) > i32(l) + p.causal_offset {
+                v = neg_inf();
+            }
+            scores[(z * p.rows + m) * p.cols + s] = v;
+        }
+    }
+}

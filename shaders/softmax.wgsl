@@ -1,0 +1,82 @@
+// Row-wise softmax of a block of scores, in place: P[r, s] = exp(S[r, s] - max_r) / sum_r.
+// One workgroup per row. Each invocation folds its strided share of the row into a running
+// (max, sum) pair — the online softmax, one read of the row instead of two — then the
+// workgroup merges the pairs in a tree and every invocation writes its share.
+// A row whose every score is -inf (fully masked) has no maximum: it becomes all zeros,
+// never NaN.
+
+override WG: u32 = 128u;
+
+struct Params {
+    rows: u32,
+    cols: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> scores: array<f32>;
+
+var<workgroup> part_max: array<f32, WG>;
+var<workgroup> part_sum: array<f32, WG>;
+
+fn neg_inf() -> f32 {
+    return bitcast<f32>(0xff800000u);
+}
+
+// Merges two (max, sum) pairs; -inf maxima contribute nothing (and make no NaN).
+fn merge(m1: f32, s1: f32, m2: f32, s2: f32) -> vec2<f32> {
+    let m = max(m1, m2);
+    if m == neg_inf() {
+        return vec2<f32>(m, 0.0);
+    }
+    return vec2<f32>(m, s1 * exp(m1 - m) + s2 * exp(m2 - m));
+}
+
+@compute @workgroup_size(WG, 1, 1)
+fn main(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) t: u32,
+) {
+    // Rows are laid over a 2-D grid when there are more than 65535 of them.
+    let row = wg.y * groups.x + wg.x;
+    let in_range = row < p.rows;
+    let base = row * p.cols;
+
+    var m = neg_inf();
+    var s = 0.0;
+    if in_range {
+        for (var i = t; i < p.cols; i += WG) {
+            let x = scores[base + i];
+            if x > m {
+                s = s * exp(m - x) + 1.0;
+                m = x;
+            } else if x != neg_inf() {
+                s += exp(x - m);
+            }
+        }
+    }
+    part_max[t] = m;
+    part_sum[t] = s;
+    workgroupBarrier();
+    for (var half = WG / 2u; half > 0u; half /= 2u) {
+        if t < half {
+            let merged = merge(part_max[t], part_sum[t], part_max[t + half], part_sum[t + half]);
+            part_max[t] = merged.x;
+            part_sum[t] = merged.y;
+        }
+        workgroupBarrier();
+    }
+    let row_max = part_max[0];
+    let inv_sum = 1.0 / part_sum[0];
+    if in_range {
+        for (var i = t; i < p.cols; i += WG) {
+            var prob = 0.0;
+            if row_max != neg_inf() {
+                prob = exp(scores[base + i] - row_max) * inv_sum;
+            }
+            scores[base + i] = prob;
+        }
+    }
+}

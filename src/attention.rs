@@ -1,0 +1,283 @@
+//! The orchestrator of the attention core: splits the score matrix into blocks that fit the
+//! device and the memory budget, and records QKᵀ → softmax → AV (and the attention weights,
+//! when asked) for each block.
+//!
+//! A block is `batch_count` whole batches (all heads) × a run of query rows. Its scores live
+//! in one `[batch_count·H, rows, S]` buffer, reused by every block: the kernels of one
+//! submission run in order, so block n+1 overwrites block n only after AV has read it.
+
+use crate::batch::Batch;
+use crate::buffer::{self, bytes_of_f32};
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::kernels::{Block, HeadView, MAX_GROUPS, MaskBinding, av, head_mean, qk, softmax};
+use crate::options::Causal;
+use crate::problem::CoreDims;
+
+/// Where the attention weights go: `[B, H, L, S]` per head or `[B, L, S]` averaged.
+pub(crate) struct WeightsTarget<'a> {
+    pub buffer: &'a wgpu::Buffer,
+    pub average: bool,
+}
+
+/// One attention core, bound to GPU buffers.
+pub(crate) struct Core<'a> {
+    pub dims: CoreDims,
+    pub q: HeadView<'a>,
+    pub k: HeadView<'a>,
+    pub v: HeadView<'a>,
+    pub out: HeadView<'a>,
+    pub scale: f32,
+    pub causal: Option<Causal>,
+    pub masks: [Option<MaskBinding<'a>>; 2],
+    pub weights: Option<WeightsTarget<'a>>,
+}
+
+/// How the score matrix is walked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct BlockPlan {
+    /// Whole batches per block.
+    pub batches: usize,
+    /// Query rows per block.
+    pub rows: usize,
+}
+
+impl BlockPlan {
+    /// Elements of one block's scores.
+    pub fn scores_len(&self, dims: &CoreDims) -> usize {
+        self.batches * dims.heads_q * self.rows * dims.len_kv
+    }
+
+    /// The blocks, batches outermost.
+    pub fn blocks(&self, dims: &CoreDims) -> Vec<Block> {
+        let mut blocks = Vec::new();
+        for batch0 in (0..dims.batch).step_by(self.batches) {
+            for row0 in (0..dims.len_q).step_by(self.rows) {
+                blocks.push(Block {
+                    batch0: batch0 as u32,
+                    batch_count: self.batches.min(dims.batch - batch0) as u32,
+                    row0: row0 as u32,
+                    rows: self.rows.min(dims.len_q - row0) as u32,
+                });
+            }
+        }
+        blocks
+    }
+}
+
+/// Largest blocks whose scores fit both `budget` bytes and one storage binding: as many
+/// whole batches as fit, else as many query rows of one batch as fit.
+pub(crate) fn plan_blocks(dims: &CoreDims, budget: u64, max_binding: u64) -> Result<BlockPlan> {
+    let limit = budget.min(max_binding);
+    let row_bytes = bytes_of_f32(dims.heads_q * dims.len_kv);
+    if row_bytes > limit || dims.heads_q > MAX_GROUPS as usize {
+        return Err(Error::TooLarge {
+            what: format!(
+                "one query row of scores ({} heads × {} keys)",
+                dims.heads_q, dims.len_kv
+            ),
+            needed: row_bytes,
+            limit,
+            limit_name: if budget < max_binding {
+                "memory budget"
+            } else {
+                "max_storage_buffer_binding_size"
+            },
+        });
+    }
+    let batch_bytes = row_bytes * dims.len_q as u64;
+    if batch_bytes <= limit {
+        let by_memory = (limit / batch_bytes) as usize;
+        let by_grid = MAX_GROUPS as usize / dims.heads_q;
+        Ok(BlockPlan {
+            batches: by_memory.min(by_grid).min(dims.batch).max(1),
+            rows: dims.len_q,
+        })
+    } else {
+        Ok(BlockPlan {
+            batches: 1,
+            rows: ((limit / row_bytes) as usize).min(dims.len_q),
+        })
+    }
+}
+
+/// Records the whole attention core of `core` into `batch`.
+pub(crate) fn record_core<'k>(gpu: &'k Gpu, batch: &mut Batch<'k>, core: &Core) -> Result<()> {
+    let dims = &core.dims;
+    let kernels = gpu.kernels();
+    let plan = plan_blocks(
+        dims,
+        gpu.memory_budget(),
+        gpu.limits().max_storage_buffer_binding_size,
+    )?;
+    let scores = buffer::storage(gpu, "wgpu-mha scores", plan.scores_len(dims));
+    let mean = core.weights.as_ref().filter(|w| w.average).map(|_| {
+        buffer::storage(
+            gpu,
+            "wgpu-mha mean weights",
+            plan.batches * plan.rows * dims.len_kv,
+        )
+    });
+    let scores_args = qk::Scores {
+        dims: *dims,
+        q: core.q,
+        k: core.k,
+        scale: core.scale,
+        causal_offset: core
+            .causal
+            .map(|c| c.offset(dims.len_q, dims.len_kv) as i32),
+        masks: core.masks,
+    };
+    let (h, l, s) = (dims.heads_q as u64, dims.len_q as u64, dims.len_kv as u64);
+    for block in plan.blocks(dims) {
+        qk::record(batch, kernels, &scores_args, block, &scores);
+        let rows_in_block = block.batch_count * dims.heads_q as u32 * block.rows;
+        softmax::record(batch, kernels, rows_in_block, s as u32, &scores);
+        if let Some(target) = &core.weights {
+            let (b0, bc, r0, rows) = (
+                block.batch0 as u64,
+                block.batch_count as u64,
+                block.row0 as u64,
+                block.rows as u64,
+            );
+            // Per head the block's probabilities are already laid out as [b, h, rows, S];
+            // averaged they go through the head-mean kernel first. Either way whole-length
+            // blocks are one copy, partial ones one copy per (batch, head) or per batch.
+            let (src, heads_out) = match &mean {
+                Some(mean) => {
+                    head_mean::record(
+                        batch,
+                        kernels,
+                        (rows * s) as u32,
+                        h as u32,
+                        bc as u32,
+                        &scores,
+                        mean,
+                    );
+                    (mean, 1)
+                }
+                None => (&scores, h),
+            };
+            if rows == l {
+                let size = 4 * bc * heads_out * l * s;
+                batch.copy(src, 0, target.buffer, 4 * b0 * heads_out * l * s, size);
+            } else {
+                for i in 0..bc * heads_out {
+                    batch.copy(
+                        src,
+                        4 * i * rows * s,
+                        target.buffer,
+                        4 * ((b0 * heads_out + i) * l + r0) * s,
+                        4 * rows * s,
+                    );
+                }
+            }
+        }
+        av::record(batch, kernels, dims, block, &scores, &core.v, &core.out);
+    }
+    Ok(())
+}
+
+/// Runs `f` inside validation and out-of-memory error scopes, so wgpu errors come back as
+/// [`Error::Wgpu`] instead of reaching wgpu's default handler (which panics).
+pub(crate) fn scoped<T>(
+    gpu: &Gpu,
+    during: &'static str,
+    f: impl FnOnce() -> Result<T>,
+) -> Result<T> {
+    gpu.check_alive()?;
+    let oom = gpu
+        .device()
+        .push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+    let validation = gpu.device().push_error_scope(wgpu::ErrorFilter::Validation);
+    let result = f();
+    let validation = pollster::block_on(validation.pop());
+    let oom = pollster::block_on(oom.pop());
+    gpu.check_alive()?;
+    if let Some(e) = validation.or(oom) {
+        return Err(Error::Wgpu {
+            during,
+            message: e.to_string(),
+        });
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dims(batch: usize, heads: usize, len: usize) -> CoreDims {
+        CoreDims {
+            batch,
+            heads_q: heads,
+            heads_kv: heads,
+            len_q: len,
+            len_kv: len,
+            head_dim: 8,
+            head_dim_v: 8,
+        }
+    }
+
+    #[test]
+    fn small_problems_are_one_block() {
+        let d = dims(2, 4, 16);
+        let plan = plan_blocks(&d, 1 << 20, 128 << 20).unwrap();
+        assert_eq!(
+            plan,
+            BlockPlan {
+                batches: 2,
+                rows: 16
+            }
+        );
+        assert_eq!(plan.blocks(&d).len(), 1);
+    }
+
+    #[test]
+    fn long_sequences_are_split_by_rows_within_the_binding() {
+        // 8 heads × 4096²: 512 MiB of scores against a 128 MiB binding.
+        let d = dims(1, 8, 4096);
+        let plan = plan_blocks(&d, 256 << 20, 128 << 20).unwrap();
+        assert_eq!(
+            plan,
+            BlockPlan {
+                batches: 1,
+                rows: 1024
+            }
+        );
+        let blocks = plan.blocks(&d);
+        assert_eq!(blocks.len(), 4);
+        assert_eq!(blocks[3].row0, 3072);
+        assert!(bytes_of_f32(plan.scores_len(&d)) <= 128 << 20);
+    }
+
+    #[test]
+    fn batches_are_grouped_and_ragged_ends_handled() {
+        let d = dims(5, 2, 10);
+        let row = bytes_of_f32(2 * 10);
+        let plan = plan_blocks(&d, 2 * 10 * row, 1 << 30).unwrap();
+        assert_eq!(
+            plan,
+            BlockPlan {
+                batches: 2,
+                rows: 10
+            }
+        );
+        let blocks = plan.blocks(&d);
+        assert_eq!(blocks.len(), 3);
+        assert_eq!(blocks[2].batch_count, 1);
+        let plan = plan_blocks(&d, 3 * row, 1 << 30).unwrap();
+        let blocks = plan.blocks(&d);
+        assert_eq!(blocks.len(), 5 * 4);
+        assert_eq!(blocks[3].rows, 1);
+    }
+
+    #[test]
+    fn a_row_that_cannot_fit_is_an_error() {
+        let d = dims(1, 8, 1 << 20);
+        assert!(matches!(
+            plan_blocks(&d, 1 << 20, 128 << 20),
+            Err(Error::TooLarge { .. })
+        ));
+    }
+}

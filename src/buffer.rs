@@ -1,0 +1,128 @@
+//! Moving data: storage buffers from host slices, and readback of results (`map_async`
+//! completed through a futures-intrusive oneshot channel while the device is polled).
+
+use wgpu::util::DeviceExt;
+
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+
+/// Usages of every buffer the kernels read or write: storage, plus copies in and out.
+pub(crate) const STORAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+    .union(wgpu::BufferUsages::COPY_SRC)
+    .union(wgpu::BufferUsages::COPY_DST);
+
+/// Bytes of `n` f32 elements.
+pub(crate) fn bytes_of_f32(n: usize) -> u64 {
+    (n as u64) * 4
+}
+
+/// Checks that a buffer of `bytes` fits one storage binding of the device.
+pub(crate) fn check_binding(gpu: &Gpu, what: impl Into<String>, bytes: u64) -> Result<()> {
+    let limit = gpu.limits().max_storage_buffer_binding_size;
+    if bytes > limit {
+        return Err(Error::TooLarge {
+            what: what.into(),
+            needed: bytes,
+            limit,
+            limit_name: "max_storage_buffer_binding_size",
+        });
+    }
+    Ok(())
+}
+
+/// Checks that a buffer of `bytes` can exist on the device at all.
+pub(crate) fn check_buffer(gpu: &Gpu, what: impl Into<String>, bytes: u64) -> Result<()> {
+    let limit = gpu.limits().max_buffer_size;
+    if bytes > limit {
+        return Err(Error::TooLarge {
+            what: what.into(),
+            needed: bytes,
+            limit,
+            limit_name: "max_buffer_size",
+        });
+    }
+    Ok(())
+}
+
+/// A storage buffer holding `data` (must fit one binding: checked by the caller).
+pub(crate) fn upload(gpu: &Gpu, label: &str, data: &[f32]) -> wgpu::Buffer {
+    // Zero-length buffers are invalid bindings; validation rejects empty tensors before here,
+    // but keep the buffer non-empty regardless.
+    let contents: &[u8] = if data.is_empty() {
+        &[0; 16]
+    } else {
+        bytemuck::cast_slice(data)
+    };
+    gpu.device()
+        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents,
+            usage: STORAGE,
+        })
+}
+
+/// An uninitialised storage buffer of `len` f32 elements.
+pub(crate) fn storage(gpu: &Gpu, label: &str, len: usize) -> wgpu::Buffer {
+    gpu.device().create_buffer(&wgpu::BufferDescriptor {
+        label: Some(label),
+        size: bytes_of_f32(len).max(16),
+        usage: STORAGE,
+        mapped_at_creation: false,
+    })
+}
+
+/// A buffer the host can map to read `len` f32 elements back.
+pub(crate) fn staging(gpu: &Gpu, label: &str, len: usize) -> wgpu::Buffer {
+    gpu.device().create_buffer(&wgpu::BufferDescriptor {
+        label: Some(label),
+        size: bytes_of_f32(len).max(16),
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    })
+}
+
+/// Maps each staging buffer and reads its first `len` floats, after one wait for the device.
+pub(crate) fn read_back(gpu: &Gpu, buffers: &[(&wgpu::Buffer, usize)]) -> Result<Vec<Vec<f32>>> {
+    let receivers: Vec<_> = buffers
+        .iter()
+        .map(|(buffer, len)| {
+            let (sender, receiver) = futures_intrusive::channel::shared::oneshot_channel();
+            buffer.map_async(wgpu::MapMode::Read, ..bytes_of_f32(*len).max(4), move |r| {
+                sender.send(r).ok();
+            });
+            receiver
+        })
+        .collect();
+    wait(gpu)?;
+    buffers
+        .iter()
+        .zip(receivers)
+        .map(|((buffer, len), receiver)| {
+            pollster::block_on(receiver.receive())
+                .ok_or_else(|| Error::Readback("the map callback was dropped".into()))?
+                .map_err(|e| Error::Readback(e.to_string()))?;
+            let data = {
+                let view = buffer
+                    .get_mapped_range(..bytes_of_f32(*len).max(4))
+                    .map_err(|e| Error::Readback(e.to_string()))?;
+                bytemuck::cast_slice::<u8, f32>(&view)[..*len].to_vec()
+            };
+            buffer.unmap();
+            Ok(data)
+        })
+        .collect()
+}
+
+/// Blocks until the device has finished all submitted work.
+pub(crate) fn wait(gpu: &Gpu) -> Result<()> {
+    gpu.device()
+        .poll(wgpu::PollType::wait_indefinitely())
+        .map_err(|e| match gpu.check_alive() {
+            Err(lost) => lost,
+            Ok(()) => Error::Wgpu {
+                during: "device poll",
+                message: e.to_string(),
+            },
+        })?;
+    gpu.check_alive()
+}

@@ -1,0 +1,260 @@
+//! The GPU context: an adapter and device (opened here, or the caller's own), the adapter's
+//! limits, and every compute pipeline, built once.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::error::{Error, Result};
+use crate::kernels::Kernels;
+
+/// How to pick an adapter when the crate opens the device itself.
+#[derive(Clone, Debug, Default)]
+pub struct GpuOptions {
+    /// Case-insensitive substring of the adapter's name (`WGPU_ADAPTER_NAME` when `None`).
+    pub adapter_name: Option<String>,
+    /// Backends to consider (`WGPU_BACKEND` when `None`, else all).
+    pub backends: Option<wgpu::Backends>,
+    /// Bytes the score matrix of one block of query rows may take (see
+    /// [`Gpu::set_memory_budget`]); `None` for the default.
+    pub memory_budget: Option<u64>,
+}
+
+impl GpuOptions {
+    /// Options from the environment: `WGPU_ADAPTER_NAME`, `WGPU_BACKEND`.
+    pub fn from_env() -> Self {
+        Self {
+            adapter_name: std::env::var("WGPU_ADAPTER_NAME")
+                .ok()
+                .filter(|s| !s.is_empty()),
+            backends: wgpu::Backends::from_env(),
+            memory_budget: None,
+        }
+    }
+}
+
+/// One adapter as `wgpu-mha info` lists it.
+#[derive(Clone, Debug)]
+pub struct AdapterChoice {
+    pub info: wgpu::AdapterInfo,
+    /// Why this adapter was (or would be) chosen.
+    pub reason: String,
+}
+
+/// The default budget for one block of scores: 256 MiB, or less where one binding holds less.
+pub const DEFAULT_MEMORY_BUDGET: u64 = 256 << 20;
+
+struct Inner {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    info: wgpu::AdapterInfo,
+    reason: String,
+    kernels: Kernels,
+    memory_budget: AtomicU64,
+    lost: Arc<Mutex<Option<String>>>,
+}
+
+/// A device, its queue and the crate's pipelines. Cheap to clone; `Send + Sync`.
+#[derive(Clone)]
+pub struct Gpu {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Gpu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gpu")
+            .field("adapter", &self.inner.info.name)
+            .field("backend", &self.inner.info.backend)
+            .finish()
+    }
+}
+
+/// Preference order when no name is given: real GPUs first, the CPU adapter last.
+fn type_rank(t: wgpu::DeviceType) -> u8 {
+    match t {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Cpu => 3,
+        wgpu::DeviceType::Other => 4,
+    }
+}
+
+/// Every adapter wgpu finds on `backends`.
+pub fn enumerate_adapters(backends: wgpu::Backends) -> Vec<wgpu::Adapter> {
+    let instance = wgpu::Instance::new(
+        wgpu::InstanceDescriptor {
+            backends,
+            ..wgpu::InstanceDescriptor::new_without_display_handle()
+        }
+        .with_env(),
+    );
+    pollster::block_on(instance.enumerate_adapters(backends))
+}
+
+/// Picks the adapter `options` asks for and says why; `None` when nothing matches.
+pub fn choose_adapter(
+    adapters: Vec<wgpu::Adapter>,
+    options: &GpuOptions,
+) -> Option<(wgpu::Adapter, String)> {
+    let mut candidates: Vec<_> = adapters
+        .into_iter()
+        // Compute needs a full backend; GL adapters lack storage buffers in compute on many
+        // drivers and are only taken when asked for by name.
+        .filter(|a| options.adapter_name.is_some() || a.get_info().backend != wgpu::Backend::Gl)
+        .collect();
+    if let Some(name) = &options.adapter_name {
+        let wanted = name.to_lowercase();
+        candidates.retain(|a| a.get_info().name.to_lowercase().contains(&wanted));
+        candidates.sort_by_key(|a| type_rank(a.get_info().device_type));
+        return candidates
+            .into_iter()
+            .next()
+            .map(|a| (a, format!("its name matches {name:?}")));
+    }
+    candidates.sort_by_key(|a| type_rank(a.get_info().device_type));
+    let first = candidates.into_iter().next()?;
+    let reason = format!(
+        "the most capable device type found ({:?}; preference: discrete GPU, integrated GPU, virtual GPU, CPU)",
+        first.get_info().device_type
+    );
+    Some((first, reason))
+}
+
+impl Gpu {
+    /// Opens the default adapter (`WGPU_ADAPTER_NAME` / `WGPU_BACKEND` are honoured).
+    pub fn new() -> Result<Self> {
+        Self::with_options(&GpuOptions::from_env())
+    }
+
+    /// Opens an adapter chosen by `options`, with the adapter's own limits.
+    pub fn with_options(options: &GpuOptions) -> Result<Self> {
+        // The primary backends (Vulkan, Metal, DX12) run compute; GL is only used when asked for.
+        let backends = options.backends.unwrap_or(wgpu::Backends::PRIMARY);
+        let (adapter, reason) =
+            choose_adapter(enumerate_adapters(backends), options).ok_or_else(|| {
+                Error::NoAdapter {
+                    detail: match &options.adapter_name {
+                        Some(n) => format!(" whose name contains {n:?}"),
+                        None => String::new(),
+                    },
+                }
+            })?;
+        let info = adapter.get_info();
+        // The adapter's own limits: wgpu's defaults are smaller than most adapters (on
+        // lavapipe they refuse 512 MiB buffers and 1024-invocation workgroups).
+        let limits = adapter.limits();
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("wgpu-mha"),
+            required_features: wgpu::Features::empty(),
+            required_limits: limits,
+            ..Default::default()
+        }))
+        .map_err(|e| Error::RequestDevice {
+            adapter: info.name.clone(),
+            message: e.to_string(),
+        })?;
+        Self::assemble(device, queue, info, reason, options.memory_budget)
+    }
+
+    /// Wraps a device the caller already has. Its limits must allow the crate's kernels
+    /// (256 invocations per workgroup, 8 KiB of workgroup memory: wgpu's defaults do).
+    pub fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> Result<Self> {
+        let info = device.adapter_info();
+        Self::assemble(device, queue, info, "supplied by the caller".into(), None)
+    }
+
+    fn assemble(
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        info: wgpu::AdapterInfo,
+        reason: String,
+        memory_budget: Option<u64>,
+    ) -> Result<Self> {
+        // Errors are captured by scopes around every operation; anything that escapes them is
+        // reported rather than left to wgpu's default handler, which panics.
+        device.on_uncaptured_error(Arc::new(|e: wgpu::Error| {
+            eprintln!("wgpu-mha: uncaptured wgpu error: {e}");
+        }));
+        let lost = Arc::new(Mutex::new(None));
+        let lost_flag = lost.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            if let Ok(mut slot) = lost_flag.lock() {
+                *slot = Some(format!("{reason:?}: {message}"));
+            }
+        });
+        let kernels = {
+            let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+            let kernels = Kernels::new(&device)?;
+            if let Some(e) = pollster::block_on(scope.pop()) {
+                return Err(Error::Wgpu {
+                    during: "pipeline creation",
+                    message: e.to_string(),
+                });
+            }
+            kernels
+        };
+        let gpu = Self {
+            inner: Arc::new(Inner {
+                device,
+                queue,
+                info,
+                reason,
+                kernels,
+                memory_budget: AtomicU64::new(DEFAULT_MEMORY_BUDGET),
+                lost,
+            }),
+        };
+        if let Some(budget) = memory_budget {
+            gpu.set_memory_budget(budget);
+        }
+        Ok(gpu)
+    }
+
+    pub fn device(&self) -> &wgpu::Device {
+        &self.inner.device
+    }
+
+    pub fn queue(&self) -> &wgpu::Queue {
+        &self.inner.queue
+    }
+
+    /// The adapter's name, backend, driver and device type.
+    pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
+        &self.inner.info
+    }
+
+    /// Why this adapter was chosen.
+    pub fn choice_reason(&self) -> &str {
+        &self.inner.reason
+    }
+
+    /// The device's limits.
+    pub fn limits(&self) -> wgpu::Limits {
+        self.inner.device.limits()
+    }
+
+    pub(crate) fn kernels(&self) -> &Kernels {
+        &self.inner.kernels
+    }
+
+    /// Bytes one block of the score matrix may take. Attention over long sequences walks
+    /// blocks of query rows so that no block exceeds this (nor one storage binding).
+    pub fn memory_budget(&self) -> u64 {
+        self.inner.memory_budget.load(Ordering::Relaxed)
+    }
+
+    /// Sets the budget of [`Gpu::memory_budget`] (clamped to at least 4 KiB).
+    pub fn set_memory_budget(&self, bytes: u64) {
+        self.inner
+            .memory_budget
+            .store(bytes.max(4096), Ordering::Relaxed);
+    }
+
+    /// `Err(DeviceLost)` once the device has been lost.
+    pub fn check_alive(&self) -> Result<()> {
+        match self.inner.lost.lock().ok().and_then(|g| g.clone()) {
+            Some(msg) => Err(Error::DeviceLost(msg)),
+            None => Ok(()),
+        }
+    }
+}

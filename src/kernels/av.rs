@@ -1,0 +1,52 @@
+//! `av.wgsl`: one block of output rows, `P·V`, written into the concatenated heads layout.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::{Block, HeadView, Kernels};
+use crate::batch::Batch;
+use crate::problem::CoreDims;
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub(crate) struct Params {
+    rows: u32,
+    cols: u32,
+    depth: u32,
+    heads_q: u32,
+    group: u32,
+    batch0: u32,
+    row0: u32,
+    _pad0: u32,
+    v: [u32; 4],
+    o: [u32; 4],
+}
+
+/// Records `out[block] = probs · V` for `block`.
+pub(crate) fn record<'k>(
+    batch: &mut Batch<'k>,
+    kernels: &'k Kernels,
+    dims: &CoreDims,
+    block: Block,
+    probs: &wgpu::Buffer,
+    v: &HeadView,
+    out: &HeadView,
+) {
+    let params = Params {
+        rows: block.rows,
+        cols: dims.head_dim_v as u32,
+        depth: dims.len_kv as u32,
+        heads_q: dims.heads_q as u32,
+        group: dims.group() as u32,
+        batch0: block.batch0,
+        row0: block.row0,
+        _pad0: 0,
+        v: [v.offset, v.stride_b, v.stride_h, v.stride_l],
+        o: [out.offset, out.stride_b, out.stride_h, out.stride_l],
+    };
+    let groups = [
+        (dims.head_dim_v as u32).div_ceil(kernels.tiles.tile_cols()),
+        block.rows.div_ceil(kernels.tiles.tile_rows()),
+        block.batch_count * dims.heads_q as u32,
+    ];
+    batch.dispatch(&kernels.av, &params, &[probs, v.buffer, out.buffer], groups);
+}

@@ -1,0 +1,71 @@
+//! `linear.wgsl`: Y = X·Wᵀ + b with PyTorch's `[out, in]` weights.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::Kernels;
+use crate::batch::Batch;
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub(crate) struct Params {
+    rows: u32,
+    cols: u32,
+    depth: u32,
+    has_bias: u32,
+    x_offset: u32,
+    x_row_stride: u32,
+    w_offset: u32,
+    bias_offset: u32,
+    y_offset: u32,
+    y_row_stride: u32,
+    _pad: [u32; 2],
+}
+
+/// A matrix operand: a buffer and the element offset of its first element.
+#[derive(Clone, Copy)]
+pub(crate) struct At<'a> {
+    pub buffer: &'a wgpu::Buffer,
+    pub offset: u32,
+}
+
+/// One linear layer over `rows` contiguous rows of `depth` features into `cols` features.
+pub(crate) struct Linear<'a> {
+    pub rows: u32,
+    pub cols: u32,
+    pub depth: u32,
+    pub x: At<'a>,
+    pub w: At<'a>,
+    pub bias: Option<At<'a>>,
+    /// Output rows may be wider than `cols` (several projections packed side by side).
+    pub y: At<'a>,
+    pub y_row_stride: u32,
+}
+
+/// Records one launch.
+pub(crate) fn record<'k>(batch: &mut Batch<'k>, kernels: &'k Kernels, l: &Linear) {
+    let params = Params {
+        rows: l.rows,
+        cols: l.cols,
+        depth: l.depth,
+        has_bias: l.bias.is_some() as u32,
+        x_offset: l.x.offset,
+        x_row_stride: l.depth,
+        w_offset: l.w.offset,
+        bias_offset: l.bias.map_or(0, |b| b.offset),
+        y_offset: l.y.offset,
+        y_row_stride: l.y_row_stride,
+        _pad: [0; 2],
+    };
+    let bias = l.bias.map_or(&kernels.placeholder, |b| b.buffer);
+    let groups = [
+        l.cols.div_ceil(kernels.tiles.tile_cols()),
+        l.rows.div_ceil(kernels.tiles.tile_rows()),
+        1,
+    ];
+    batch.dispatch(
+        &kernels.linear,
+        &params,
+        &[l.x.buffer, l.w.buffer, bias, l.y.buffer],
+        groups,
+    );
+}

@@ -1,0 +1,92 @@
+//! `qk.wgsl`: one block of scores, `Q·Kᵀ·scale + masks`, causal by position.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::{Block, HeadView, Kernels, MaskBinding};
+use crate::batch::Batch;
+use crate::problem::CoreDims;
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub(crate) struct Params {
+    rows: u32,
+    cols: u32,
+    depth: u32,
+    heads_q: u32,
+    group: u32,
+    batch0: u32,
+    row0: u32,
+    flags: u32,
+    q: [u32; 4],
+    k: [u32; 4],
+    scale: f32,
+    causal_offset: i32,
+    mask0: [u32; 4],
+    mask1: [u32; 4],
+    _pad: [u32; 2],
+}
+
+fn view(v: &HeadView) -> [u32; 4] {
+    [v.offset, v.stride_b, v.stride_h, v.stride_l]
+}
+
+/// Inputs of the scores kernel.
+pub(crate) struct Scores<'a> {
+    pub dims: CoreDims,
+    pub q: HeadView<'a>,
+    pub k: HeadView<'a>,
+    pub scale: f32,
+    /// `Some(offset)`: key `s` visible from row `l` iff `s <= l + offset`.
+    pub causal_offset: Option<i32>,
+    pub masks: [Option<MaskBinding<'a>>; 2],
+}
+
+/// Records the scores of `block` into `scores` (`[batch_count·H, rows, S]`).
+pub(crate) fn record<'k>(
+    batch: &mut Batch<'k>,
+    kernels: &'k Kernels,
+    s: &Scores,
+    block: Block,
+    scores: &wgpu::Buffer,
+) {
+    let d = &s.dims;
+    let mut flags = 0;
+    for (i, m) in s.masks.iter().enumerate() {
+        if m.is_some() {
+            flags |= 1 << i;
+        }
+    }
+    if s.causal_offset.is_some() {
+        flags |= 4;
+    }
+    let strides = |m: &Option<MaskBinding>| m.map_or([0; 4], |m| m.strides);
+    let params = Params {
+        rows: block.rows,
+        cols: d.len_kv as u32,
+        depth: d.head_dim as u32,
+        heads_q: d.heads_q as u32,
+        group: d.group() as u32,
+        batch0: block.batch0,
+        row0: block.row0,
+        flags,
+        q: view(&s.q),
+        k: view(&s.k),
+        scale: s.scale,
+        causal_offset: s.causal_offset.unwrap_or(0),
+        mask0: strides(&s.masks[0]),
+        mask1: strides(&s.masks[1]),
+        _pad: [0; 2],
+    };
+    let mask = |i: usize| s.masks[i].map_or(&kernels.placeholder, |m| m.buffer);
+    let groups = [
+        (d.len_kv as u32).div_ceil(kernels.tiles.tile_cols()),
+        block.rows.div_ceil(kernels.tiles.tile_rows()),
+        block.batch_count * d.heads_q as u32,
+    ];
+    batch.dispatch(
+        &kernels.qk,
+        &params,
+        &[s.q.buffer, s.k.buffer, mask(0), mask(1), scores],
+        groups,
+    );
+}
