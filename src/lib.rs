@@ -32,6 +32,7 @@
 mod attention;
 mod batch;
 mod buffer;
+pub mod check;
 pub mod error;
 pub mod gpu;
 pub mod io;
@@ -46,8 +47,8 @@ pub mod weights;
 
 pub use error::{Error, Result};
 pub use gpu::{Gpu, GpuOptions};
-pub use mha::MultiHeadAttention;
+pub use mha::{MultiHeadAttention, PreparedMha};
 pub use options::{Causal, MhaConfig, MhaOptions, MhaOutput, SdpaOptions};
-pub use sdpa::scaled_dot_product_attention;
+pub use sdpa::{PreparedSdpa, scaled_dot_product_attention};
 pub use tensor::{Mask, MaskData, Tensor};
 pub use weights::MhaWeights;

@@ -1,6 +1,11 @@
 //! `nn.MultiheadAttention` on the GPU: parameters uploaded once, then forwards of one submit
 //! each — in-projection (one launch when query, key and value are the same tensor), the
 //! attention core, out-projection — with one readback at the end.
+//!
+//! A forward has three stages, kept apart so they can be timed apart and so results can stay
+//! on the GPU: [`MultiHeadAttention::prepare`] uploads inputs and allocates every buffer,
+//! [`PreparedMha::run`] records and submits the kernels, [`PreparedMha::read`] copies the
+//! results back. [`MultiHeadAttention::forward`] does all three with a single submit.
 
 use std::path::Path;
 
@@ -11,8 +16,8 @@ use crate::error::Result;
 use crate::gpu::Gpu;
 use crate::kernels::linear::{self, At, Linear};
 use crate::kernels::{HeadView, MaskBinding};
-use crate::options::{MhaConfig, MhaOptions, MhaOutput};
-use crate::problem::{MaskView, MhaProblem, validate_mha};
+use crate::options::{Causal, MhaConfig, MhaOptions, MhaOutput};
+use crate::problem::{CoreDims, MaskView, validate_mha};
 use crate::tensor::Tensor;
 use crate::weights::{InProjWeight, MhaWeights, Proj};
 
@@ -44,6 +49,56 @@ impl std::fmt::Debug for MultiHeadAttention {
             .field("gpu", &self.gpu)
             .finish()
     }
+}
+
+/// A buffer and where one operand's heads sit in it: `[offset, stride_b, stride_h, stride_l]`.
+struct Placed {
+    buffer: wgpu::Buffer,
+    layout: [u32; 4],
+}
+
+impl Placed {
+    fn view(&self) -> HeadView<'_> {
+        let [offset, stride_b, stride_h, stride_l] = self.layout;
+        HeadView {
+            buffer: &self.buffer,
+            offset,
+            stride_b,
+            stride_h,
+            stride_l,
+        }
+    }
+}
+
+/// The inputs as uploaded: one buffer for self-attention, else one each.
+enum Inputs {
+    SelfAttention(wgpu::Buffer),
+    Separate {
+        query: wgpu::Buffer,
+        key: wgpu::Buffer,
+        value: wgpu::Buffer,
+    },
+}
+
+/// One forward's inputs, intermediates and outputs on the GPU, ready to run (possibly many
+/// times: the benchmark times [`PreparedMha::run`] alone).
+pub struct PreparedMha<'m> {
+    mha: &'m MultiHeadAttention,
+    dims: CoreDims,
+    kdim: usize,
+    vdim: usize,
+    causal: Option<Causal>,
+    inputs: Inputs,
+    q: Placed,
+    k: Placed,
+    v: Placed,
+    masks: [Option<(wgpu::Buffer, [u32; 4])>; 2],
+    attn: Placed,
+    out: wgpu::Buffer,
+    weights: Option<(wgpu::Buffer, bool)>,
+    out_shape: Vec<usize>,
+    weights_shape: Vec<usize>,
+    bytes: u64,
 }
 
 impl MultiHeadAttention {
@@ -95,8 +150,9 @@ impl MultiHeadAttention {
         &self.gpu
     }
 
-    /// `nn.MultiheadAttention.forward(query, key, value, ...)`. Passing the same tensor as
-    /// query, key and value (self-attention) projects all three in one launch.
+    /// `nn.MultiheadAttention.forward(query, key, value, ...)`: one submit, one readback.
+    /// Passing the same tensor as query, key and value (self-attention) projects all three in
+    /// one launch.
     pub fn forward(
         &self,
         query: &Tensor,
@@ -104,152 +160,137 @@ impl MultiHeadAttention {
         value: &Tensor,
         opts: &MhaOptions,
     ) -> Result<MhaOutput> {
-        let problem = validate_mha(&self.config, query, key, value, opts)?;
-        let same = |a: &Tensor, b: &Tensor| std::ptr::eq(a.data.as_ptr(), b.data.as_ptr());
-        let self_attention = same(query, key) && same(key, value) && self.config.packed_in_proj();
         scoped(&self.gpu, "multi-head attention forward", || {
-            self.run(&problem, query, key, value, self_attention)
+            let prepared = self.prepare_unscoped(query, key, value, opts)?;
+            let mut batch = Batch::new(&self.gpu);
+            prepared.record(&mut batch)?;
+            prepared.read_into(batch)
         })
     }
 
-    fn run(
+    /// Validates the call, uploads the inputs and masks, and allocates every buffer.
+    pub fn prepare(
         &self,
-        p: &MhaProblem,
         query: &Tensor,
         key: &Tensor,
         value: &Tensor,
-        self_attention: bool,
-    ) -> Result<MhaOutput> {
+        opts: &MhaOptions,
+    ) -> Result<PreparedMha<'_>> {
+        scoped(&self.gpu, "preparing a forward", || {
+            self.prepare_unscoped(query, key, value, opts)
+        })
+    }
+
+    fn prepare_unscoped(
+        &self,
+        query: &Tensor,
+        key: &Tensor,
+        value: &Tensor,
+        opts: &MhaOptions,
+    ) -> Result<PreparedMha<'_>> {
+        let p = validate_mha(&self.config, query, key, value, opts)?;
         let gpu = &self.gpu;
         let d = &p.dims;
         let e = p.embed_dim;
         let (rows_q, rows_kv) = (d.batch * d.len_q, d.batch * d.len_kv);
-        let mut batch = Batch::new(gpu);
-        let kernels = gpu.kernels();
-
-        let input = |name: &str, t: &Tensor| -> Result<wgpu::Buffer> {
+        let mut bytes = 0u64;
+        let mut input = |name: &str, t: &Tensor| -> Result<wgpu::Buffer> {
             check_binding(gpu, name, bytes_of_f32(t.numel()))?;
+            bytes += bytes_of_f32(t.numel());
             Ok(buffer::upload(gpu, name, &t.data))
         };
-        let output = |name: &str, len: usize| -> Result<wgpu::Buffer> {
+        // Self-attention (PyTorch checks `query is key is value`): one input, one projection.
+        let same = |a: &Tensor, b: &Tensor| std::ptr::eq(a.data.as_ptr(), b.data.as_ptr());
+        let inputs = if same(query, key) && same(key, value) && self.config.packed_in_proj() {
+            Inputs::SelfAttention(input("query", query)?)
+        } else {
+            Inputs::Separate {
+                query: input("query", query)?,
+                key: input("key", key)?,
+                value: input("value", value)?,
+            }
+        };
+        let masks = [p.attn_mask, p.key_padding_mask].map(|m| m.map(|m| upload_mask(gpu, &m)));
+        let [m0, m1] = masks;
+        let masks = [m0.transpose()?, m1.transpose()?];
+
+        let mut output = |name: &str, len: usize| -> Result<wgpu::Buffer> {
             check_binding(gpu, name, bytes_of_f32(len))?;
+            bytes += bytes_of_f32(len);
             Ok(buffer::storage(gpu, name, len))
         };
-        // In-projection. Rows stay in the caller's layout; heads and batches become strides.
-        let (q_buf, k_buf, v_buf, q_width, kv_width, offsets);
-        if self_attention {
-            let x = input("query", query)?;
-            let qkv = output("projected qkv", rows_q * 3 * e)?;
-            self.project(&mut batch, Proj::Q, (&x, rows_q, e), (&qkv, 3 * e, 3 * e));
-            (q_buf, k_buf, v_buf) = (qkv.clone(), qkv.clone(), qkv);
-            (q_width, kv_width, offsets) = (3 * e, 3 * e, [0, e, 2 * e]);
-        } else {
-            let xq = input("query", query)?;
-            let xk = input("key", key)?;
-            let xv = input("value", value)?;
-            q_buf = output("projected q", rows_q * e)?;
-            k_buf = output("projected k", rows_kv * e)?;
-            v_buf = output("projected v", rows_kv * e)?;
-            self.project(&mut batch, Proj::Q, (&xq, rows_q, e), (&q_buf, e, e));
-            self.project(&mut batch, Proj::K, (&xk, rows_kv, p.kdim), (&k_buf, e, e));
-            self.project(&mut batch, Proj::V, (&xv, rows_kv, p.vdim), (&v_buf, e, e));
-            (q_width, kv_width, offsets) = (e, e, [0, 0, 0]);
-        }
-        let masks =
-            [p.attn_mask, p.key_padding_mask].map(|m| m.map(|m| upload_mask(gpu, &m)).transpose());
-        let [m0, m1] = masks;
-        let (m0, m1) = (m0?, m1?);
-        let attn = output("attention output", rows_q * e)?;
-        let weights_len = p.weights_shape().iter().product::<usize>();
+        // Projected q, k, v keep the caller's row order; heads and batches are strides.
+        let place = |buffer: &wgpu::Buffer, column: usize, len: usize, width: usize| {
+            let (stride_b, stride_l) = p.strides(len, width);
+            Placed {
+                buffer: buffer.clone(),
+                layout: [
+                    column as u32,
+                    stride_b as u32,
+                    d.head_dim as u32,
+                    stride_l as u32,
+                ],
+            }
+        };
+        let (q, k, v) = match &inputs {
+            Inputs::SelfAttention(_) => {
+                let qkv = output("projected qkv", rows_q * 3 * e)?;
+                (
+                    place(&qkv, 0, d.len_q, 3 * e),
+                    place(&qkv, e, d.len_kv, 3 * e),
+                    place(&qkv, 2 * e, d.len_kv, 3 * e),
+                )
+            }
+            Inputs::Separate { .. } => (
+                place(&output("projected q", rows_q * e)?, 0, d.len_q, e),
+                place(&output("projected k", rows_kv * e)?, 0, d.len_kv, e),
+                place(&output("projected v", rows_kv * e)?, 0, d.len_kv, e),
+            ),
+        };
+        let attn = place(&output("attention output", rows_q * e)?, 0, d.len_q, e);
+        let out = output("attn_output", rows_q * e)?;
+        let weights_shape = p.weights_shape();
         let weights = if p.need_weights {
-            check_buffer(gpu, "attention weights", bytes_of_f32(weights_len))?;
-            Some(buffer::storage(gpu, "attention weights", weights_len))
+            let len = weights_shape.iter().product::<usize>();
+            // Only copied into, never bound: it may exceed one binding.
+            check_buffer(gpu, "attention weights", bytes_of_f32(len))?;
+            bytes += bytes_of_f32(len);
+            Some((
+                buffer::storage(gpu, "attention weights", len),
+                p.average_attn_weights,
+            ))
         } else {
             None
         };
-        record_core(
-            gpu,
-            &mut batch,
-            &Core {
-                dims: *d,
-                q: head_view(p, &q_buf, offsets[0], d.len_q, q_width),
-                k: head_view(p, &k_buf, offsets[1], d.len_kv, kv_width),
-                v: head_view(p, &v_buf, offsets[2], d.len_kv, kv_width),
-                out: head_view(p, &attn, 0, d.len_q, e),
-                scale: 1.0 / (d.head_dim as f32).sqrt(),
-                causal: p.causal,
-                masks: [mask_binding(&m0), mask_binding(&m1)],
-                weights: weights.as_ref().map(|buffer| WeightsTarget {
-                    buffer,
-                    average: p.average_attn_weights,
-                }),
-            },
-        )?;
-
-        // Out-projection.
-        let out = output("attn_output", rows_q * e)?;
-        linear::record(
-            &mut batch,
-            kernels,
-            &Linear {
-                rows: rows_q as u32,
-                cols: e as u32,
-                depth: e as u32,
-                x: At {
-                    buffer: &attn,
-                    offset: 0,
-                },
-                w: At {
-                    buffer: &self.out_proj_weight,
-                    offset: 0,
-                },
-                bias: self.out_proj_bias.as_ref().map(|b| At {
-                    buffer: b,
-                    offset: 0,
-                }),
-                y: At {
-                    buffer: &out,
-                    offset: 0,
-                },
-                y_row_stride: e as u32,
-            },
-        );
-
-        // One readback of everything asked for.
-        let out_staging = buffer::staging(gpu, "attn_output readback", rows_q * e);
-        batch.copy(&out, 0, &out_staging, 0, bytes_of_f32(rows_q * e));
-        let weights_staging = weights.as_ref().map(|w| {
-            let staging = buffer::staging(gpu, "attention weights readback", weights_len);
-            batch.copy(w, 0, &staging, 0, bytes_of_f32(weights_len));
-            staging
-        });
-        batch.submit();
-        let mut reads = vec![(&out_staging, rows_q * e)];
-        if let Some(w) = &weights_staging {
-            reads.push((w, weights_len));
-        }
-        let mut data = buffer::read_back(gpu, &reads)?.into_iter();
-        let attn_output = Tensor::new(p.out_shape(), data.next().unwrap_or_default())?;
-        let attn_weights = data
-            .next()
-            .map(|w| Tensor::new(p.weights_shape(), w))
-            .transpose()?;
-        Ok(MhaOutput {
-            attn_output,
-            attn_weights,
+        Ok(PreparedMha {
+            mha: self,
+            dims: *d,
+            kdim: p.kdim,
+            vdim: p.vdim,
+            causal: p.causal,
+            inputs,
+            q,
+            k,
+            v,
+            masks,
+            attn,
+            out,
+            weights,
+            out_shape: p.out_shape(),
+            weights_shape,
+            bytes,
         })
     }
-}
 
-impl MultiHeadAttention {
-    /// Records the in-projection `proj` of `x` (`rows × width`, contiguous) into the first
-    /// `cols` columns of `y` (`rows × y_row_stride`).
+    /// Records the in-projection `proj` of `x` (`rows × width`, contiguous) into `y`, whose
+    /// rows are `cols` wide (3E when q, k and v are projected together).
     fn project<'k>(
         &'k self,
         batch: &mut Batch<'k>,
         proj: Proj,
         (x, rows, width): (&wgpu::Buffer, usize, usize),
-        (y, cols, y_row_stride): (&wgpu::Buffer, usize, usize),
+        y: &Placed,
+        cols: usize,
     ) {
         let e = self.config.embed_dim;
         let (w, w_offset) = match (&self.in_proj, proj) {
@@ -278,39 +319,149 @@ impl MultiHeadAttention {
                     offset: (proj as usize * e) as u32,
                 }),
                 y: At {
-                    buffer: y,
+                    buffer: &y.buffer,
                     offset: 0,
                 },
-                y_row_stride: y_row_stride as u32,
+                y_row_stride: cols as u32,
             },
         );
     }
 }
 
-/// Heads of a `[B, len, width]` / `[len, B, width]` projected buffer, starting at column
-/// `offset`.
-fn head_view<'a>(
-    p: &MhaProblem,
-    buffer: &'a wgpu::Buffer,
-    offset: usize,
-    len: usize,
-    width: usize,
-) -> HeadView<'a> {
-    let (stride_b, stride_l) = p.strides(len, width);
-    HeadView {
-        buffer,
-        offset: offset as u32,
-        stride_b: stride_b as u32,
-        stride_h: p.dims.head_dim as u32,
-        stride_l: stride_l as u32,
+impl PreparedMha<'_> {
+    /// Bytes of GPU memory this forward allocated (inputs, intermediates, outputs; not the
+    /// module's weights nor the per-block score buffer).
+    pub fn allocated_bytes(&self) -> u64 {
+        self.bytes
     }
-}
 
-fn mask_binding(m: &Option<(wgpu::Buffer, [u32; 4])>) -> Option<MaskBinding<'_>> {
-    m.as_ref().map(|(buffer, strides)| MaskBinding {
-        buffer,
-        strides: *strides,
-    })
+    /// The `attn_output` buffer (`out_shape`, caller's layout), for callers that keep results
+    /// on the GPU.
+    pub fn output_buffer(&self) -> &wgpu::Buffer {
+        &self.out
+    }
+
+    /// Shape of `attn_output`.
+    pub fn out_shape(&self) -> &[usize] {
+        &self.out_shape
+    }
+
+    /// Records and submits the forward's kernels and waits for them: one submit.
+    pub fn run(&self) -> Result<()> {
+        let gpu = &self.mha.gpu;
+        scoped(gpu, "multi-head attention forward", || {
+            let mut batch = Batch::new(gpu);
+            self.record(&mut batch)?;
+            batch.submit();
+            buffer::wait(gpu)
+        })
+    }
+
+    /// Copies the results of the last [`run`](Self::run) back to the host.
+    pub fn read(&self) -> Result<MhaOutput> {
+        scoped(&self.mha.gpu, "reading results", || {
+            self.read_into(Batch::new(&self.mha.gpu))
+        })
+    }
+
+    /// Adds the readback copies to `batch`, submits it and reads the results.
+    fn read_into<'k>(&'k self, mut batch: Batch<'k>) -> Result<MhaOutput> {
+        let gpu = &self.mha.gpu;
+        let out_len = self.out_shape.iter().product::<usize>();
+        let out_staging = buffer::staging(gpu, "attn_output readback", out_len);
+        batch.copy(&self.out, 0, &out_staging, 0, bytes_of_f32(out_len));
+        let weights_len = self.weights_shape.iter().product::<usize>();
+        let weights_staging = self.weights.as_ref().map(|(w, _)| {
+            let staging = buffer::staging(gpu, "attention weights readback", weights_len);
+            batch.copy(w, 0, &staging, 0, bytes_of_f32(weights_len));
+            staging
+        });
+        batch.submit();
+        let mut reads = vec![(&out_staging, out_len)];
+        if let Some(w) = &weights_staging {
+            reads.push((w, weights_len));
+        }
+        let mut data = buffer::read_back(gpu, &reads)?.into_iter();
+        let attn_output = Tensor::new(self.out_shape.clone(), data.next().unwrap_or_default())?;
+        let attn_weights = data
+            .next()
+            .map(|w| Tensor::new(self.weights_shape.clone(), w))
+            .transpose()?;
+        Ok(MhaOutput {
+            attn_output,
+            attn_weights,
+        })
+    }
+
+    /// Records in-projection, attention core and out-projection into `batch`.
+    fn record<'k>(&'k self, batch: &mut Batch<'k>) -> Result<()> {
+        let mha = self.mha;
+        let d = &self.dims;
+        let e = mha.config.embed_dim;
+        let (rows_q, rows_kv) = (d.batch * d.len_q, d.batch * d.len_kv);
+        match &self.inputs {
+            Inputs::SelfAttention(x) => mha.project(batch, Proj::Q, (x, rows_q, e), &self.q, 3 * e),
+            Inputs::Separate { query, key, value } => {
+                mha.project(batch, Proj::Q, (query, rows_q, e), &self.q, e);
+                mha.project(batch, Proj::K, (key, rows_kv, self.kdim), &self.k, e);
+                mha.project(batch, Proj::V, (value, rows_kv, self.vdim), &self.v, e);
+            }
+        }
+        let mask = |i: usize| {
+            self.masks[i].as_ref().map(|(buffer, strides)| MaskBinding {
+                buffer,
+                strides: *strides,
+            })
+        };
+        record_core(
+            &mha.gpu,
+            batch,
+            &Core {
+                dims: *d,
+                q: self.q.view(),
+                k: self.k.view(),
+                v: self.v.view(),
+                out: self.attn.view(),
+                scale: 1.0 / (d.head_dim as f32).sqrt(),
+                causal: self.causal,
+                masks: [mask(0), mask(1)],
+                weights: self
+                    .weights
+                    .as_ref()
+                    .map(|(buffer, average)| WeightsTarget {
+                        buffer,
+                        average: *average,
+                    }),
+            },
+        )?;
+        linear::record(
+            batch,
+            mha.gpu.kernels(),
+            &Linear {
+                rows: rows_q as u32,
+                cols: e as u32,
+                depth: e as u32,
+                x: At {
+                    buffer: &self.attn.buffer,
+                    offset: 0,
+                },
+                w: At {
+                    buffer: &mha.out_proj_weight,
+                    offset: 0,
+                },
+                bias: mha.out_proj_bias.as_ref().map(|b| At {
+                    buffer: b,
+                    offset: 0,
+                }),
+                y: At {
+                    buffer: &self.out,
+                    offset: 0,
+                },
+                y_row_stride: e as u32,
+            },
+        );
+        Ok(())
+    }
 }
 
 /// Uploads a mask as additive floats (bool masks become 0 / -inf) with its grid strides.

@@ -1,5 +1,6 @@
 //! `F.scaled_dot_product_attention` on the GPU: the attention core alone, on `[B, H, L, d]`
-//! tensors.
+//! tensors. Like the MHA module it has a one-call form and a prepared form whose stages
+//! (upload, run, read) can be timed apart.
 
 use crate::attention::{Core, record_core, scoped};
 use crate::batch::Batch;
@@ -8,12 +9,13 @@ use crate::error::Result;
 use crate::gpu::Gpu;
 use crate::kernels::{HeadView, MaskBinding};
 use crate::mha::upload_mask;
-use crate::options::SdpaOptions;
-use crate::problem::validate_sdpa;
+use crate::options::{Causal, SdpaOptions};
+use crate::problem::{CoreDims, validate_sdpa};
 use crate::tensor::Tensor;
 
 /// `F.scaled_dot_product_attention(query, key, value, ...)`: `query [B, Hq, L, d]` (or
 /// `[Hq, L, d]`), `key [B, Hkv, S, d]`, `value [B, Hkv, S, dv]`; returns `[B, Hq, L, dv]`.
+/// One submit, one readback.
 pub fn scaled_dot_product_attention(
     gpu: &Gpu,
     query: &Tensor,
@@ -21,11 +23,67 @@ pub fn scaled_dot_product_attention(
     value: &Tensor,
     opts: &SdpaOptions,
 ) -> Result<Tensor> {
-    let problem = validate_sdpa(query, key, value, opts)?;
-    let d = problem.dims;
     scoped(gpu, "scaled dot-product attention", || {
-        let upload = |name: &str, t: &Tensor| -> Result<wgpu::Buffer> {
+        let prepared = PreparedSdpa::prepare_unscoped(gpu, query, key, value, opts)?;
+        let mut batch = Batch::new(gpu);
+        prepared.record(&mut batch)?;
+        prepared.read_into(batch)
+    })
+}
+
+/// One SDPA call's buffers on the GPU, ready to run.
+pub struct PreparedSdpa {
+    gpu: Gpu,
+    dims: CoreDims,
+    scale: f32,
+    causal: Option<Causal>,
+    q: wgpu::Buffer,
+    k: wgpu::Buffer,
+    v: wgpu::Buffer,
+    mask: Option<(wgpu::Buffer, [u32; 4])>,
+    out: wgpu::Buffer,
+    out_shape: Vec<usize>,
+    bytes: u64,
+}
+
+/// Row-major `[B, H, len, width]`: a head is a contiguous `[len, width]` matrix.
+fn view(buffer: &wgpu::Buffer, heads: usize, len: usize, width: usize) -> HeadView<'_> {
+    HeadView {
+        buffer,
+        offset: 0,
+        stride_b: (heads * len * width) as u32,
+        stride_h: (len * width) as u32,
+        stride_l: width as u32,
+    }
+}
+
+impl PreparedSdpa {
+    /// Validates the call, uploads inputs and mask, allocates the output.
+    pub fn prepare(
+        gpu: &Gpu,
+        query: &Tensor,
+        key: &Tensor,
+        value: &Tensor,
+        opts: &SdpaOptions,
+    ) -> Result<Self> {
+        scoped(gpu, "preparing attention", || {
+            Self::prepare_unscoped(gpu, query, key, value, opts)
+        })
+    }
+
+    fn prepare_unscoped(
+        gpu: &Gpu,
+        query: &Tensor,
+        key: &Tensor,
+        value: &Tensor,
+        opts: &SdpaOptions,
+    ) -> Result<Self> {
+        let problem = validate_sdpa(query, key, value, opts)?;
+        let d = problem.dims;
+        let mut bytes = 0;
+        let mut upload = |name: &str, t: &Tensor| -> Result<wgpu::Buffer> {
             check_binding(gpu, name, bytes_of_f32(t.numel()))?;
+            bytes += bytes_of_f32(t.numel());
             Ok(buffer::upload(gpu, name, &t.data))
         };
         let (q, k, v) = (
@@ -35,30 +93,76 @@ pub fn scaled_dot_product_attention(
         );
         let out_len = d.batch * d.heads_q * d.len_q * d.head_dim_v;
         check_binding(gpu, "attn_output", bytes_of_f32(out_len))?;
-        let out = buffer::storage(gpu, "attn_output", out_len);
-        let mask = problem.mask.map(|m| upload_mask(gpu, &m)).transpose()?;
-        // Row-major [B, H, len, width]: a head is a contiguous [len, width] matrix.
-        let view = |buffer, heads: usize, len: usize, width: usize| HeadView {
-            buffer,
-            offset: 0,
-            stride_b: (heads * len * width) as u32,
-            stride_h: (len * width) as u32,
-            stride_l: width as u32,
-        };
-        let mut batch = Batch::new(gpu);
+        bytes += bytes_of_f32(out_len);
+        Ok(Self {
+            gpu: gpu.clone(),
+            dims: d,
+            scale: problem.scale,
+            causal: problem.causal,
+            q,
+            k,
+            v,
+            mask: problem.mask.map(|m| upload_mask(gpu, &m)).transpose()?,
+            out: buffer::storage(gpu, "attn_output", out_len),
+            out_shape: problem.out_shape,
+            bytes,
+        })
+    }
+
+    /// Bytes of GPU memory allocated for inputs and output (not the per-block scores).
+    pub fn allocated_bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// The output buffer, `[B, Hq, L, dv]` row-major.
+    pub fn output_buffer(&self) -> &wgpu::Buffer {
+        &self.out
+    }
+
+    /// Records and submits the kernels and waits for them: one submit.
+    pub fn run(&self) -> Result<()> {
+        scoped(&self.gpu, "scaled dot-product attention", || {
+            let mut batch = Batch::new(&self.gpu);
+            self.record(&mut batch)?;
+            batch.submit();
+            buffer::wait(&self.gpu)
+        })
+    }
+
+    /// Copies the output of the last [`run`](Self::run) back to the host.
+    pub fn read(&self) -> Result<Tensor> {
+        scoped(&self.gpu, "reading results", || {
+            self.read_into(Batch::new(&self.gpu))
+        })
+    }
+
+    fn read_into<'k>(&'k self, mut batch: Batch<'k>) -> Result<Tensor> {
+        let len = self.out_shape.iter().product::<usize>();
+        let staging = buffer::staging(&self.gpu, "attn_output readback", len);
+        batch.copy(&self.out, 0, &staging, 0, bytes_of_f32(len));
+        batch.submit();
+        let data = buffer::read_back(&self.gpu, &[(&staging, len)])?;
+        Tensor::new(
+            self.out_shape.clone(),
+            data.into_iter().next().unwrap_or_default(),
+        )
+    }
+
+    fn record<'k>(&'k self, batch: &mut Batch<'k>) -> Result<()> {
+        let d = &self.dims;
         record_core(
-            gpu,
-            &mut batch,
+            &self.gpu,
+            batch,
             &Core {
-                dims: d,
-                q: view(&q, d.heads_q, d.len_q, d.head_dim),
-                k: view(&k, d.heads_kv, d.len_kv, d.head_dim),
-                v: view(&v, d.heads_kv, d.len_kv, d.head_dim_v),
-                out: view(&out, d.heads_q, d.len_q, d.head_dim_v),
-                scale: problem.scale,
-                causal: problem.causal,
+                dims: *d,
+                q: view(&self.q, d.heads_q, d.len_q, d.head_dim),
+                k: view(&self.k, d.heads_kv, d.len_kv, d.head_dim),
+                v: view(&self.v, d.heads_kv, d.len_kv, d.head_dim_v),
+                out: view(&self.out, d.heads_q, d.len_q, d.head_dim_v),
+                scale: self.scale,
+                causal: self.causal,
                 masks: [
-                    mask.as_ref().map(|(buffer, strides)| MaskBinding {
+                    self.mask.as_ref().map(|(buffer, strides)| MaskBinding {
                         buffer,
                         strides: *strides,
                     }),
@@ -66,14 +170,6 @@ pub fn scaled_dot_product_attention(
                 ],
                 weights: None,
             },
-        )?;
-        let staging = buffer::staging(gpu, "attn_output readback", out_len);
-        batch.copy(&out, 0, &staging, 0, bytes_of_f32(out_len));
-        batch.submit();
-        let data = buffer::read_back(gpu, &[(&staging, out_len)])?;
-        Tensor::new(
-            problem.out_shape.clone(),
-            data.into_iter().next().unwrap_or_default(),
         )
-    })
+    }
 }
