@@ -14,12 +14,6 @@ use crate::kernels::{Block, HeadView, MAX_GROUPS, MaskBinding, av, head_mean, qk
 use crate::options::Causal;
 use crate::problem::CoreDims;
 
-/// Where the attention weights go: `[B, H, L, S]` per head or `[B, L, S]` averaged.
-pub(crate) struct WeightsTarget<'a> {
-    pub buffer: &'a wgpu::Buffer,
-    pub average: bool,
-}
-
 /// One attention core, bound to GPU buffers.
 pub(crate) struct Core<'a> {
     pub dims: CoreDims,
@@ -30,7 +24,9 @@ pub(crate) struct Core<'a> {
     pub scale: f32,
     pub causal: Option<Causal>,
     pub masks: [Option<MaskBinding<'a>>; 2],
-    pub weights: Option<WeightsTarget<'a>>,
+    /// Where the attention weights go: `[B, H, L, S]` per head, or `[B, L, S]` averaged
+    /// when the workspace was made for averaged weights.
+    pub weights: Option<&'a wgpu::Buffer>,
 }
 
 /// How the score matrix is walked.
@@ -101,23 +97,51 @@ pub(crate) fn plan_blocks(dims: &CoreDims, budget: u64, max_binding: u64) -> Res
     }
 }
 
-/// Records the whole attention core of `core` into `batch`.
-pub(crate) fn record_core<'k>(gpu: &'k Gpu, batch: &mut Batch<'k>, core: &Core) -> Result<()> {
+/// The scratch buffers of the attention core: one block of scores (reused by every block)
+/// and, for head-averaged weights, one block of averages. Allocated once per prepared
+/// forward and reused by every run.
+pub(crate) struct Workspace {
+    plan: BlockPlan,
+    scores: wgpu::Buffer,
+    mean: Option<wgpu::Buffer>,
+}
+
+impl Workspace {
+    pub fn new(gpu: &Gpu, dims: &CoreDims, averaged_weights: bool) -> Result<Self> {
+        let plan = plan_blocks(
+            dims,
+            gpu.memory_budget(),
+            gpu.limits().max_storage_buffer_binding_size,
+        )?;
+        Ok(Self {
+            plan,
+            scores: buffer::storage(gpu, "wgpu-mha scores", plan.scores_len(dims)),
+            mean: averaged_weights.then(|| {
+                buffer::storage(
+                    gpu,
+                    "wgpu-mha mean weights",
+                    plan.batches * plan.rows * dims.len_kv,
+                )
+            }),
+        })
+    }
+
+    /// Bytes allocated.
+    pub fn bytes(&self) -> u64 {
+        self.scores.size() + self.mean.as_ref().map_or(0, |m| m.size())
+    }
+}
+
+/// Records the whole attention core of `core` into `batch`, using `ws` as scratch.
+pub(crate) fn record_core<'k>(
+    gpu: &'k Gpu,
+    batch: &mut Batch<'k>,
+    core: &Core,
+    ws: &Workspace,
+) -> Result<()> {
     let dims = &core.dims;
     let kernels = gpu.kernels();
-    let plan = plan_blocks(
-        dims,
-        gpu.memory_budget(),
-        gpu.limits().max_storage_buffer_binding_size,
-    )?;
-    let scores = buffer::storage(gpu, "wgpu-mha scores", plan.scores_len(dims));
-    let mean = core.weights.as_ref().filter(|w| w.average).map(|_| {
-        buffer::storage(
-            gpu,
-            "wgpu-mha mean weights",
-            plan.batches * plan.rows * dims.len_kv,
-        )
-    });
+    let (plan, scores) = (ws.plan, &ws.scores);
     let scores_args = qk::Scores {
         dims: *dims,
         q: core.q,
@@ -130,10 +154,10 @@ pub(crate) fn record_core<'k>(gpu: &'k Gpu, batch: &mut Batch<'k>, core: &Core) 
     };
     let (h, l, s) = (dims.heads_q as u64, dims.len_q as u64, dims.len_kv as u64);
     for block in plan.blocks(dims) {
-        qk::record(batch, kernels, &scores_args, block, &scores);
+        qk::record(batch, kernels, &scores_args, block, scores);
         let rows_in_block = block.batch_count * dims.heads_q as u32 * block.rows;
-        softmax::record(batch, kernels, rows_in_block, s as u32, &scores);
-        if let Some(target) = &core.weights {
+        softmax::record(batch, kernels, rows_in_block, s as u32, scores);
+        if let Some(target) = core.weights {
             let (b0, bc, r0, rows) = (
                 block.batch0 as u64,
                 block.batch_count as u64,
@@ -143,7 +167,7 @@ pub(crate) fn record_core<'k>(gpu: &'k Gpu, batch: &mut Batch<'k>, core: &Core) 
             // Per head the block's probabilities are already laid out as [b, h, rows, S];
             // averaged they go through the head-mean kernel first. Either way whole-length
             // blocks are one copy, partial ones one copy per (batch, head) or per batch.
-            let (src, heads_out) = match &mean {
+            let (src, heads_out) = match &ws.mean {
                 Some(mean) => {
                     head_mean::record(
                         batch,
@@ -151,29 +175,29 @@ pub(crate) fn record_core<'k>(gpu: &'k Gpu, batch: &mut Batch<'k>, core: &Core) 
                         (rows * s) as u32,
                         h as u32,
                         bc as u32,
-                        &scores,
+                        scores,
                         mean,
                     );
                     (mean, 1)
                 }
-                None => (&scores, h),
+                None => (scores, h),
             };
             if rows == l {
                 let size = 4 * bc * heads_out * l * s;
-                batch.copy(src, 0, target.buffer, 4 * b0 * heads_out * l * s, size);
+                batch.copy(src, 0, target, 4 * b0 * heads_out * l * s, size);
             } else {
                 for i in 0..bc * heads_out {
                     batch.copy(
                         src,
                         4 * i * rows * s,
-                        target.buffer,
+                        target,
                         4 * ((b0 * heads_out + i) * l + r0) * s,
                         4 * rows * s,
                     );
                 }
             }
         }
-        av::record(batch, kernels, dims, block, &scores, &core.v, &core.out);
+        av::record(batch, kernels, dims, block, scores, &core.v, &core.out);
     }
     Ok(())
 }

@@ -61,7 +61,9 @@ pub fn compare_with(got: &Tensor, want: &Tensor, rtol: f32, atol: f32) -> Compar
             continue;
         }
         let err = (g - w).abs();
-        if !(err <= atol + rtol * w.abs()) {
+        // Written so that a NaN error counts as a failure.
+        let within = err <= atol + rtol * w.abs();
+        if !within {
             c.failures += 1;
         }
         let err = if err.is_nan() { f32::INFINITY } else { err };

@@ -9,7 +9,7 @@
 
 use std::path::Path;
 
-use crate::attention::{Core, WeightsTarget, record_core, scoped};
+use crate::attention::{Core, Workspace, record_core, scoped};
 use crate::batch::Batch;
 use crate::buffer::{self, bytes_of_f32, check_binding, check_buffer};
 use crate::error::Result;
@@ -98,6 +98,7 @@ pub struct PreparedMha<'m> {
     weights: Option<(wgpu::Buffer, bool)>,
     out_shape: Vec<usize>,
     weights_shape: Vec<usize>,
+    workspace: Workspace,
     bytes: u64,
 }
 
@@ -262,6 +263,8 @@ impl MultiHeadAttention {
         } else {
             None
         };
+        let workspace = Workspace::new(gpu, d, p.need_weights && p.average_attn_weights)?;
+        bytes += workspace.bytes();
         Ok(PreparedMha {
             mha: self,
             dims: *d,
@@ -278,6 +281,7 @@ impl MultiHeadAttention {
             weights,
             out_shape: p.out_shape(),
             weights_shape,
+            workspace,
             bytes,
         })
     }
@@ -329,8 +333,8 @@ impl MultiHeadAttention {
 }
 
 impl PreparedMha<'_> {
-    /// Bytes of GPU memory this forward allocated (inputs, intermediates, outputs; not the
-    /// module's weights nor the per-block score buffer).
+    /// Bytes of GPU memory this forward allocated: inputs, intermediates (the score block
+    /// included) and outputs; not the module's weights.
     pub fn allocated_bytes(&self) -> u64 {
         self.bytes
     }
@@ -425,14 +429,9 @@ impl PreparedMha<'_> {
                 scale: 1.0 / (d.head_dim as f32).sqrt(),
                 causal: self.causal,
                 masks: [mask(0), mask(1)],
-                weights: self
-                    .weights
-                    .as_ref()
-                    .map(|(buffer, average)| WeightsTarget {
-                        buffer,
-                        average: *average,
-                    }),
+                weights: self.weights.as_ref().map(|(buffer, _)| buffer),
             },
+            &self.workspace,
         )?;
         linear::record(
             batch,

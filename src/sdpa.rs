@@ -2,7 +2,7 @@
 //! tensors. Like the MHA module it has a one-call form and a prepared form whose stages
 //! (upload, run, read) can be timed apart.
 
-use crate::attention::{Core, record_core, scoped};
+use crate::attention::{Core, Workspace, record_core, scoped};
 use crate::batch::Batch;
 use crate::buffer::{self, bytes_of_f32, check_binding};
 use crate::error::Result;
@@ -43,6 +43,7 @@ pub struct PreparedSdpa {
     mask: Option<(wgpu::Buffer, [u32; 4])>,
     out: wgpu::Buffer,
     out_shape: Vec<usize>,
+    workspace: Workspace,
     bytes: u64,
 }
 
@@ -94,6 +95,8 @@ impl PreparedSdpa {
         let out_len = d.batch * d.heads_q * d.len_q * d.head_dim_v;
         check_binding(gpu, "attn_output", bytes_of_f32(out_len))?;
         bytes += bytes_of_f32(out_len);
+        let workspace = Workspace::new(gpu, &d, false)?;
+        bytes += workspace.bytes();
         Ok(Self {
             gpu: gpu.clone(),
             dims: d,
@@ -105,11 +108,12 @@ impl PreparedSdpa {
             mask: problem.mask.map(|m| upload_mask(gpu, &m)).transpose()?,
             out: buffer::storage(gpu, "attn_output", out_len),
             out_shape: problem.out_shape,
+            workspace,
             bytes,
         })
     }
 
-    /// Bytes of GPU memory allocated for inputs and output (not the per-block scores).
+    /// Bytes of GPU memory allocated: inputs, output and the score block.
     pub fn allocated_bytes(&self) -> u64 {
         self.bytes
     }
@@ -170,6 +174,7 @@ impl PreparedSdpa {
                 ],
                 weights: None,
             },
+            &self.workspace,
         )
     }
 }
