@@ -342,7 +342,7 @@ fn shapes(args: &BenchArgs) -> Result<Vec<Shape>> {
             causal: args.causal,
             mha: kv_heads == heads,
         };
-        if shape.heads == 0 || shape.d_model % shape.heads != 0 {
+        if shape.heads == 0 || !shape.d_model.is_multiple_of(shape.heads) {
             return Err(Error::Config(format!(
                 "--d-model ({}) must be a positive multiple of --heads ({})",
                 shape.d_model, shape.heads
