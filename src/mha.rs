@@ -95,7 +95,7 @@ pub struct PreparedMha<'m> {
     masks: [Option<(wgpu::Buffer, [u32; 4])>; 2],
     attn: Placed,
     out: wgpu::Buffer,
-    weights: Option<(wgpu::Buffer, bool)>,
+    weights: Option<wgpu::Buffer>,
     out_shape: Vec<usize>,
     weights_shape: Vec<usize>,
     workspace: Workspace,
@@ -256,10 +256,7 @@ impl MultiHeadAttention {
             // Only copied into, never bound: it may exceed one binding.
             check_buffer(gpu, "attention weights", bytes_of_f32(len))?;
             bytes += bytes_of_f32(len);
-            Some((
-                buffer::storage(gpu, "attention weights", len),
-                p.average_attn_weights,
-            ))
+            Some(buffer::storage(gpu, "attention weights", len))
         } else {
             None
         };
@@ -345,6 +342,11 @@ impl PreparedMha<'_> {
         &self.out
     }
 
+    /// The attention weights buffer, when the forward was prepared with `need_weights`.
+    pub fn weights_buffer(&self) -> Option<&wgpu::Buffer> {
+        self.weights.as_ref()
+    }
+
     /// Shape of `attn_output`.
     pub fn out_shape(&self) -> &[usize] {
         &self.out_shape
@@ -375,7 +377,7 @@ impl PreparedMha<'_> {
         let out_staging = buffer::staging(gpu, "attn_output readback", out_len);
         batch.copy(&self.out, 0, &out_staging, 0, bytes_of_f32(out_len));
         let weights_len = self.weights_shape.iter().product::<usize>();
-        let weights_staging = self.weights.as_ref().map(|(w, _)| {
+        let weights_staging = self.weights.as_ref().map(|w| {
             let staging = buffer::staging(gpu, "attention weights readback", weights_len);
             batch.copy(w, 0, &staging, 0, bytes_of_f32(weights_len));
             staging
@@ -429,7 +431,7 @@ impl PreparedMha<'_> {
                 scale: 1.0 / (d.head_dim as f32).sqrt(),
                 causal: self.causal,
                 masks: [mask(0), mask(1)],
-                weights: self.weights.as_ref().map(|(buffer, _)| buffer),
+                weights: self.weights.as_ref(),
             },
             &self.workspace,
         )?;

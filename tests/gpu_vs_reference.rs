@@ -1,0 +1,441 @@
+//! The GPU paths against the CPU reference over many shapes and every option, on fresh
+//! random inputs, with output buffers poisoned (NaN) before the kernels run so that any
+//! element they fail to write shows.
+
+mod common;
+
+use common::*;
+use rand::Rng;
+use rand::rngs::StdRng;
+use wgpu_mha::*;
+
+/// Fills a GPU buffer with NaN.
+fn poison(gpu: &Gpu, buffer: &wgpu::Buffer) {
+    let nan = vec![f32::NAN; (buffer.size() / 4) as usize];
+    gpu.queue()
+        .write_buffer(buffer, 0, bytemuck::cast_slice(&nan));
+}
+
+/// One MHA forward, poisoned outputs, checked against the reference.
+fn check_mha(
+    label: &str,
+    mha: &MultiHeadAttention,
+    weights: &MhaWeights,
+    (q, k, v): (&Tensor, &Tensor, &Tensor),
+    opts: &MhaOptions,
+) {
+    let gpu = mha.gpu();
+    let prepared = mha.prepare(q, k, v, opts).unwrap();
+    poison(gpu, prepared.output_buffer());
+    if let Some(w) = prepared.weights_buffer() {
+        poison(gpu, w);
+    }
+    prepared.run().unwrap();
+    let got = prepared.read().unwrap();
+    let want = reference::mha_forward(mha.config(), weights, q, k, v, opts).unwrap();
+    let (rtol, atol) = tolerance(&want.attn_output);
+    let err = assert_close(label, &got.attn_output, &want.attn_output, rtol, atol);
+    match (&got.attn_weights, &want.attn_weights) {
+        (Some(g), Some(w)) => {
+            assert_close(&format!("{label} weights"), g, w, 1e-4, 1e-5);
+        }
+        (None, None) => {}
+        _ => panic!("{label}: weights present on one side only"),
+    }
+    eprintln!("{label}: max abs error {err:.2e}");
+}
+
+struct MhaCase {
+    name: &'static str,
+    batch: usize,
+    len: usize,
+    kv_len: usize,
+    embed: usize,
+    heads: usize,
+    kdim: usize,
+    vdim: usize,
+    bias: bool,
+    batch_first: bool,
+    batched: bool,
+    scale: f32,
+}
+
+const BASE: MhaCase = MhaCase {
+    name: "",
+    batch: 2,
+    len: 11,
+    kv_len: 11,
+    embed: 32,
+    heads: 4,
+    kdim: 32,
+    vdim: 32,
+    bias: true,
+    batch_first: false,
+    batched: true,
+    scale: 1.0,
+};
+
+fn mha_cases() -> Vec<MhaCase> {
+    vec![
+        MhaCase {
+            name: "odd sizes L37 E60 h5",
+            batch: 2,
+            len: 37,
+            kv_len: 37,
+            embed: 60,
+            heads: 5,
+            kdim: 60,
+            vdim: 60,
+            ..BASE
+        },
+        MhaCase {
+            name: "head size 13",
+            len: 19,
+            kv_len: 19,
+            embed: 39,
+            heads: 3,
+            kdim: 39,
+            vdim: 39,
+            batch_first: true,
+            ..BASE
+        },
+        MhaCase {
+            name: "one head",
+            embed: 16,
+            heads: 1,
+            kdim: 16,
+            vdim: 16,
+            ..BASE
+        },
+        MhaCase {
+            name: "16 heads",
+            embed: 64,
+            heads: 16,
+            kdim: 64,
+            vdim: 64,
+            batch_first: true,
+            ..BASE
+        },
+        MhaCase {
+            name: "cross L7 S23",
+            len: 7,
+            kv_len: 23,
+            ..BASE
+        },
+        MhaCase {
+            name: "kdim 10 vdim 33",
+            embed: 24,
+            heads: 4,
+            kdim: 10,
+            vdim: 33,
+            len: 9,
+            kv_len: 14,
+            ..BASE
+        },
+        MhaCase {
+            name: "no bias",
+            bias: false,
+            batch_first: true,
+            ..BASE
+        },
+        MhaCase {
+            name: "unbatched",
+            batch: 1,
+            batched: false,
+            len: 13,
+            kv_len: 17,
+            ..BASE
+        },
+        MhaCase {
+            name: "magnitude 1e3",
+            scale: 1e3,
+            ..BASE
+        },
+        MhaCase {
+            name: "long rows S300",
+            batch: 1,
+            len: 5,
+            kv_len: 300,
+            ..BASE
+        },
+        MhaCase {
+            name: "tall L130",
+            batch: 1,
+            len: 130,
+            kv_len: 70,
+            embed: 20,
+            heads: 2,
+            kdim: 20,
+            vdim: 20,
+            ..BASE
+        },
+    ]
+}
+
+fn input(rng: &mut StdRng, c: &MhaCase, len: usize, width: usize) -> Tensor {
+    let shape = match (c.batched, c.batch_first) {
+        (false, _) => vec![len, width],
+        (true, true) => vec![c.batch, len, width],
+        (true, false) => vec![len, c.batch, width],
+    };
+    random(rng, &shape, c.scale)
+}
+
+#[test]
+fn mha_shapes_and_options_match_reference() {
+    let gpu = gpu();
+    let mut rng = rng();
+    for c in mha_cases() {
+        let config = MhaConfig::new(c.embed, c.heads)
+            .with_kv_dims(c.kdim, c.vdim)
+            .with_bias(c.bias)
+            .with_batch_first(c.batch_first);
+        let weights = MhaWeights::random(&config, &mut rng);
+        let mha = MultiHeadAttention::new(&gpu, config, &weights).unwrap();
+        let q = input(&mut rng, &c, c.len, c.embed);
+        let k = input(&mut rng, &c, c.kv_len, c.kdim);
+        let v = input(&mut rng, &c, c.kv_len, c.vdim);
+        let kpm_shape: Vec<usize> = if c.batched {
+            vec![c.batch, c.kv_len]
+        } else {
+            vec![c.kv_len]
+        };
+        let per_head = if c.batched {
+            c.batch * c.heads
+        } else {
+            c.heads
+        };
+        let bool_2d = random_bool_mask(&mut rng, &[c.len, c.kv_len], 0.3);
+        let float_3d = random_float_mask(&mut rng, &[per_head, c.len, c.kv_len]);
+        let kpm_bool = random_bool_mask(&mut rng, &kpm_shape, 0.25);
+        let kpm_float = random_float_mask(&mut rng, &kpm_shape);
+        let option_sets: Vec<(&str, MhaOptions)> = vec![
+            ("plain", MhaOptions::default()),
+            (
+                "bool attn_mask [L,S] + weights",
+                MhaOptions {
+                    attn_mask: Some(&bool_2d),
+                    need_weights: true,
+                    ..Default::default()
+                },
+            ),
+            (
+                "float attn_mask [B·h,L,S] + per-head weights",
+                MhaOptions {
+                    attn_mask: Some(&float_3d),
+                    need_weights: true,
+                    average_attn_weights: false,
+                    ..Default::default()
+                },
+            ),
+            (
+                "bool key_padding_mask + causal top-left",
+                MhaOptions {
+                    key_padding_mask: Some(&kpm_bool),
+                    causal: Some(Causal::TopLeft),
+                    ..Default::default()
+                },
+            ),
+            (
+                "float key_padding_mask + causal bottom-right + weights",
+                MhaOptions {
+                    key_padding_mask: Some(&kpm_float),
+                    causal: Some(Causal::BottomRight),
+                    need_weights: true,
+                    ..Default::default()
+                },
+            ),
+            (
+                "both masks",
+                MhaOptions {
+                    attn_mask: Some(&float_3d),
+                    key_padding_mask: Some(&kpm_float),
+                    ..Default::default()
+                },
+            ),
+        ];
+        for (opt_name, opts) in &option_sets {
+            check_mha(
+                &format!("{} / {opt_name}", c.name),
+                &mha,
+                &weights,
+                (&q, &k, &v),
+                opts,
+            );
+        }
+        // Self-attention takes the one-launch packed projection: same tensor three times.
+        if c.kdim == c.embed && c.vdim == c.embed {
+            let x = input(&mut rng, &c, c.len, c.embed);
+            check_mha(
+                &format!("{} / self-attention", c.name),
+                &mha,
+                &weights,
+                (&x, &x, &x),
+                &MhaOptions {
+                    causal: Some(Causal::TopLeft),
+                    need_weights: true,
+                    ..Default::default()
+                },
+            );
+        }
+    }
+}
+
+#[test]
+fn rows_that_attend_to_nothing_are_zero_not_nan() {
+    let gpu = gpu();
+    let mut rng = rng();
+    let (batch, len, kv_len, embed, heads) = (2, 6, 5, 16, 2);
+    let config = MhaConfig::new(embed, heads).with_batch_first(true);
+    let weights = MhaWeights::random(&config, &mut rng);
+    let mha = MultiHeadAttention::new(&gpu, config, &weights).unwrap();
+    let q = random(&mut rng, &[batch, len, embed], 1.0);
+    let kv = random(&mut rng, &[batch, kv_len, embed], 1.0);
+    // Rows 1 and 4 blocked everywhere; bottom-right causal with L > S also empties row 0.
+    let mut blocked = vec![false; len * kv_len];
+    for s in 0..kv_len {
+        blocked[kv_len + s] = true;
+        blocked[4 * kv_len + s] = true;
+    }
+    let mask = Mask::bool([len, kv_len], blocked).unwrap();
+    let opts = MhaOptions {
+        attn_mask: Some(&mask),
+        causal: Some(Causal::BottomRight),
+        need_weights: true,
+        average_attn_weights: false,
+        ..Default::default()
+    };
+    check_mha("blocked rows", &mha, &weights, (&q, &kv, &kv), &opts);
+    let got = mha.forward(&q, &kv, &kv, &opts).unwrap();
+    let w = got.attn_weights.unwrap();
+    assert!(w.data.iter().all(|x| x.is_finite()));
+    // Per-head weights [B, h, L, S]: row 1 of every (b, h) is all zeros.
+    for bh in 0..batch * heads {
+        let row = &w.data[(bh * len + 1) * kv_len..(bh * len + 2) * kv_len];
+        assert!(row.iter().all(|&x| x == 0.0), "{row:?}");
+    }
+    // The output of a blocked row is the out-projection bias.
+    let bias = weights.out_proj_bias.as_ref().unwrap();
+    let out_row = &got.attn_output.data[embed..2 * embed];
+    for (o, b) in out_row.iter().zip(bias) {
+        assert!((o - b).abs() < 1e-5);
+    }
+}
+
+/// One SDPA call with a poisoned output, checked against the reference.
+fn check_sdpa(label: &str, q: &Tensor, k: &Tensor, v: &Tensor, opts: &SdpaOptions) {
+    let gpu = gpu();
+    let prepared = PreparedSdpa::prepare(&gpu, q, k, v, opts).unwrap();
+    poison(&gpu, prepared.output_buffer());
+    prepared.run().unwrap();
+    let got = prepared.read().unwrap();
+    let want = reference::sdpa(q, k, v, opts).unwrap();
+    let (rtol, atol) = tolerance(&want);
+    let err = assert_close(label, &got, &want, rtol, atol);
+    eprintln!("{label}: max abs error {err:.2e}");
+}
+
+#[test]
+fn sdpa_shapes_and_options_match_reference() {
+    let mut rng = rng();
+    // (name, batch, hq, hkv, L, S, d, dv)
+    let shapes = [
+        ("plain", 2, 4, 4, 16, 16, 32, 32),
+        ("cross", 1, 3, 3, 7, 41, 16, 16),
+        ("GQA 8/2", 2, 8, 2, 9, 12, 8, 8),
+        ("MQA 6/1", 1, 6, 1, 10, 10, 16, 16),
+        ("dv != d", 2, 2, 2, 11, 13, 13, 7),
+        ("decode L1", 1, 4, 4, 1, 200, 64, 64),
+        ("head size 128", 1, 2, 2, 20, 20, 128, 128),
+    ];
+    for (name, b, hq, hkv, l, s, d, dv) in shapes {
+        let q = random(&mut rng, &[b, hq, l, d], 1.0);
+        let k = random(&mut rng, &[b, hkv, s, d], 1.0);
+        let v = random(&mut rng, &[b, hkv, s, dv], 1.0);
+        let bool_ls = random_bool_mask(&mut rng, &[l, s], 0.7);
+        let float_b1ls = random_float_mask(&mut rng, &[b, 1, l, s]);
+        let bool_full = random_bool_mask(&mut rng, &[b, hq, l, s], 0.6);
+        let float_s = random_float_mask(&mut rng, &[s]);
+        let gqa = hq != hkv;
+        let base = SdpaOptions {
+            enable_gqa: gqa,
+            ..Default::default()
+        };
+        let sets: Vec<(&str, SdpaOptions)> = vec![
+            ("default", base),
+            (
+                "scale 0.3",
+                SdpaOptions {
+                    scale: Some(0.3),
+                    ..base
+                },
+            ),
+            (
+                "causal top-left",
+                SdpaOptions {
+                    causal: Some(Causal::TopLeft),
+                    ..base
+                },
+            ),
+            (
+                "causal bottom-right",
+                SdpaOptions {
+                    causal: Some(Causal::BottomRight),
+                    ..base
+                },
+            ),
+            (
+                "bool mask [L,S]",
+                SdpaOptions {
+                    attn_mask: Some(&bool_ls),
+                    ..base
+                },
+            ),
+            (
+                "float mask [B,1,L,S]",
+                SdpaOptions {
+                    attn_mask: Some(&float_b1ls),
+                    ..base
+                },
+            ),
+            (
+                "bool mask [B,H,L,S] + causal",
+                SdpaOptions {
+                    attn_mask: Some(&bool_full),
+                    causal: Some(Causal::TopLeft),
+                    ..base
+                },
+            ),
+            (
+                "float mask [S]",
+                SdpaOptions {
+                    attn_mask: Some(&float_s),
+                    ..base
+                },
+            ),
+        ];
+        for (opt_name, opts) in &sets {
+            check_sdpa(&format!("sdpa {name} / {opt_name}"), &q, &k, &v, opts);
+        }
+    }
+    // 3-D [H, L, d] inputs.
+    let q = random(&mut rng, &[3, 8, 16], 1.0);
+    let k = random(&mut rng, &[3, 10, 16], 1.0);
+    check_sdpa("sdpa 3-D", &q, &k, &k, &SdpaOptions::default());
+    // Magnitude 1e3 and rows with nothing to attend to.
+    let q = random(&mut rng, &[1, 2, 6, 8], 1e3);
+    let k = random(&mut rng, &[1, 2, 6, 8], 1e3);
+    let mut allowed: Vec<bool> = (0..36).map(|_| rng.random_bool(0.8)).collect();
+    allowed[12..18].iter_mut().for_each(|a| *a = false);
+    let mask = Mask::bool([6, 6], allowed).unwrap();
+    check_sdpa(
+        "sdpa 1e3 + blocked row",
+        &q,
+        &k,
+        &k,
+        &SdpaOptions {
+            attn_mask: Some(&mask),
+            ..Default::default()
+        },
+    );
+}

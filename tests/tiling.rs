@@ -1,0 +1,109 @@
+//! Score matrices larger than one binding or the caller's memory budget run block by block
+//! and give the same answer as the reference.
+
+mod common;
+
+use common::*;
+use rand::seq::index::sample;
+use wgpu_mha::*;
+
+/// 8 heads at length 4096: the whole score matrix is 512 MiB, four times what one storage
+/// binding holds on lavapipe. Checked on sampled query rows (the full reference is slow).
+#[test]
+fn long_self_attention_runs_block_by_block() {
+    let gpu = gpu();
+    let mut rng = rng();
+    let (len, embed, heads) = (4096, 128, 8);
+    let scores_bytes = (heads * len * len * 4) as u64;
+    assert!(scores_bytes > gpu.limits().max_storage_buffer_binding_size);
+
+    let config = MhaConfig::new(embed, heads).with_batch_first(true);
+    let weights = MhaWeights::random(&config, &mut rng);
+    let mha = MultiHeadAttention::new(&gpu, config, &weights).unwrap();
+    let x = random(&mut rng, &[1, len, embed], 1.0);
+    let opts = MhaOptions {
+        causal: Some(Causal::TopLeft),
+        ..Default::default()
+    };
+    let prepared = mha.prepare(&x, &x, &x, &opts).unwrap();
+    // Everything this forward holds on the GPU is far below the score matrix.
+    assert!(
+        prepared.allocated_bytes() < scores_bytes / 2,
+        "allocated {} bytes",
+        prepared.allocated_bytes()
+    );
+    prepared.run().unwrap();
+    let got = prepared.read().unwrap().attn_output;
+
+    // First, last, block boundaries (1024 rows a block) and random rows.
+    let mut rows = vec![0, 1023, 1024, 2047, 2048, len - 1];
+    rows.extend(sample(&mut rng, len, 10).into_iter());
+    let want = reference::mha_forward_rows(&config, &weights, &x, &x, &x, &opts, &rows).unwrap();
+    let picked: Vec<f32> = rows
+        .iter()
+        .flat_map(|&r| got.data[r * embed..(r + 1) * embed].to_vec())
+        .collect();
+    let picked = Tensor::new([1, rows.len(), embed], picked).unwrap();
+    let (rtol, atol) = tolerance(&want.attn_output);
+    let err = assert_close("sampled rows", &picked, &want.attn_output, rtol, atol);
+    eprintln!(
+        "4096 × 8 heads: max abs error on {} sampled rows: {err:.2e}",
+        rows.len()
+    );
+}
+
+/// A tiny budget forces blocks that split batches and query rows; weights (averaged and per
+/// head) must still land in the right places.
+#[test]
+fn small_budget_splits_batches_and_rows() {
+    let gpu = Gpu::new().expect("adapter (install mesa-vulkan-drivers)");
+    let mut rng = rng();
+    let (batch, len, kv_len, embed, heads) = (3, 37, 29, 24, 3);
+    // One query row of scores over all heads is heads·S·4 = 348 bytes; allow 5 rows.
+    gpu.set_memory_budget((heads * kv_len * 4 * 5) as u64);
+    let config = MhaConfig::new(embed, heads);
+    let weights = MhaWeights::random(&config, &mut rng);
+    let mha = MultiHeadAttention::new(&gpu, config, &weights).unwrap();
+    let q = random(&mut rng, &[len, batch, embed], 1.0);
+    let kv = random(&mut rng, &[kv_len, batch, embed], 1.0);
+    let mask = random_bool_mask(&mut rng, &[batch, kv_len], 0.2);
+    for average in [true, false] {
+        let opts = MhaOptions {
+            key_padding_mask: Some(&mask),
+            causal: Some(Causal::BottomRight),
+            need_weights: true,
+            average_attn_weights: average,
+            ..Default::default()
+        };
+        let got = mha.forward(&q, &kv, &kv, &opts).unwrap();
+        let want = reference::mha_forward(&config, &weights, &q, &kv, &kv, &opts).unwrap();
+        let (rtol, atol) = tolerance(&want.attn_output);
+        assert_close("output", &got.attn_output, &want.attn_output, rtol, atol);
+        assert_close(
+            "weights",
+            got.attn_weights.as_ref().unwrap(),
+            want.attn_weights.as_ref().unwrap(),
+            1e-4,
+            1e-5,
+        );
+    }
+
+    // Whole batches per block: 2 of the 3 batches fit.
+    gpu.set_memory_budget((heads * kv_len * 4 * len * 2) as u64);
+    let opts = MhaOptions {
+        need_weights: true,
+        average_attn_weights: false,
+        ..Default::default()
+    };
+    let got = mha.forward(&q, &kv, &kv, &opts).unwrap();
+    let want = reference::mha_forward(&config, &weights, &q, &kv, &kv, &opts).unwrap();
+    let (rtol, atol) = tolerance(&want.attn_output);
+    assert_close("output", &got.attn_output, &want.attn_output, rtol, atol);
+    assert_close(
+        "weights",
+        got.attn_weights.as_ref().unwrap(),
+        want.attn_weights.as_ref().unwrap(),
+        1e-4,
+        1e-5,
+    );
+}
