@@ -37,7 +37,7 @@ fn long_self_attention_runs_block_by_block() {
 
     // First, last, block boundaries (1024 rows a block) and random rows.
     let mut rows = vec![0, 1023, 1024, 2047, 2048, len - 1];
-    rows.extend(sample(&mut rng, len, 10).into_iter());
+    rows.extend(sample(&mut rng, len, 10));
     let want = reference::mha_forward_rows(&config, &weights, &x, &x, &x, &opts, &rows).unwrap();
     let picked: Vec<f32> = rows
         .iter()
