@@ -64,9 +64,18 @@ impl BlockPlan {
 /// Largest blocks whose scores fit both `budget` bytes and one storage binding: as many
 /// whole batches as fit, else as many query rows of one batch as fit.
 pub(crate) fn plan_blocks(dims: &CoreDims, budget: u64, max_binding: u64) -> Result<BlockPlan> {
+    // All heads of a block are one dispatch's z dimension.
+    if dims.heads_q > MAX_GROUPS as usize {
+        return Err(Error::TooLarge {
+            what: format!("{} heads in one dispatch", dims.heads_q),
+            needed: dims.heads_q as u64,
+            limit: MAX_GROUPS as u64,
+            limit_name: "max_compute_workgroups_per_dimension",
+        });
+    }
     let limit = budget.min(max_binding);
     let row_bytes = bytes_of_f32(dims.heads_q * dims.len_kv);
-    if row_bytes > limit || dims.heads_q > MAX_GROUPS as usize {
+    if row_bytes > limit {
         return Err(Error::TooLarge {
             what: format!(
                 "one query row of scores ({} heads × {} keys)",

@@ -5,8 +5,7 @@
 //! buffer (a slot each), records all steps into one command encoder — consecutive dispatches
 //! share one compute pass — and submits once.
 
-use wgpu::util::DeviceExt;
-
+use crate::buffer;
 use crate::gpu::Gpu;
 use crate::kernels::Kernel;
 
@@ -85,15 +84,12 @@ impl<'k> Batch<'k> {
     /// Records everything into one encoder and submits it.
     pub fn submit(self) -> wgpu::SubmissionIndex {
         let device = self.gpu.device();
-        let params = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("wgpu-mha params"),
-            contents: if self.params.is_empty() {
-                &[0u8; 16]
-            } else {
-                &self.params
-            },
-            usage: wgpu::BufferUsages::UNIFORM,
-        });
+        let params = buffer::upload_bytes(
+            self.gpu,
+            "wgpu-mha params",
+            &self.params,
+            wgpu::BufferUsages::UNIFORM,
+        );
         let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
             label: Some("wgpu-mha forward"),
         });

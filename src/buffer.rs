@@ -1,8 +1,6 @@
 //! Moving data: storage buffers from host slices, and readback of results (`map_async`
 //! completed through a futures-intrusive oneshot channel while the device is polled).
 
-use wgpu::util::DeviceExt;
-
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 
@@ -45,20 +43,30 @@ pub(crate) fn check_buffer(gpu: &Gpu, what: impl Into<String>, bytes: u64) -> Re
 }
 
 /// A storage buffer holding `data` (must fit one binding: checked by the caller).
+///
+/// Written through the queue rather than mapped at creation: on a lost device a mapped
+/// creation panics inside wgpu, while a queued write becomes an error the scope captures.
 pub(crate) fn upload(gpu: &Gpu, label: &str, data: &[f32]) -> wgpu::Buffer {
-    // Zero-length buffers are invalid bindings; validation rejects empty tensors before here,
-    // but keep the buffer non-empty regardless.
-    let contents: &[u8] = if data.is_empty() {
-        &[0; 16]
-    } else {
-        bytemuck::cast_slice(data)
-    };
-    gpu.device()
-        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some(label),
-            contents,
-            usage: STORAGE,
-        })
+    upload_bytes(gpu, label, bytemuck::cast_slice(data), STORAGE)
+}
+
+/// A buffer of `usage` (plus COPY_DST) holding `bytes`, padded to at least 16 bytes.
+pub(crate) fn upload_bytes(
+    gpu: &Gpu,
+    label: &str,
+    bytes: &[u8],
+    usage: wgpu::BufferUsages,
+) -> wgpu::Buffer {
+    let buffer = gpu.device().create_buffer(&wgpu::BufferDescriptor {
+        label: Some(label),
+        size: (bytes.len() as u64).max(16).next_multiple_of(4),
+        usage: usage | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    if !bytes.is_empty() {
+        gpu.queue().write_buffer(&buffer, 0, bytes);
+    }
+    buffer
 }
 
 /// An uninitialised storage buffer of `len` f32 elements.

@@ -211,9 +211,14 @@ impl MultiHeadAttention {
                 value: input("value", value)?,
             }
         };
-        let masks = [p.attn_mask, p.key_padding_mask].map(|m| m.map(|m| upload_mask(gpu, &m)));
-        let [m0, m1] = masks;
-        let masks = [m0.transpose()?, m1.transpose()?];
+        let masks = [
+            p.attn_mask
+                .map(|m| upload_mask(gpu, "attn_mask", &m))
+                .transpose()?,
+            p.key_padding_mask
+                .map(|m| upload_mask(gpu, "key_padding_mask", &m))
+                .transpose()?,
+        ];
 
         let mut output = |name: &str, len: usize| -> Result<wgpu::Buffer> {
             check_binding(gpu, name, bytes_of_f32(len))?;
@@ -465,12 +470,13 @@ impl PreparedMha<'_> {
     }
 }
 
-/// Uploads a mask as additive floats (bool masks become 0 / -inf) with its grid strides.
-pub(crate) fn upload_mask(gpu: &Gpu, m: &MaskView) -> Result<(wgpu::Buffer, [u32; 4])> {
+/// Uploads the mask `name` as additive floats (bool masks become 0 / -inf) with its grid
+/// strides.
+pub(crate) fn upload_mask(gpu: &Gpu, name: &str, m: &MaskView) -> Result<(wgpu::Buffer, [u32; 4])> {
     let additive = m.mask.to_additive(m.bool_true_blocks);
-    check_binding(gpu, "mask", bytes_of_f32(additive.len()))?;
+    check_binding(gpu, name, bytes_of_f32(additive.len()))?;
     Ok((
-        buffer::upload(gpu, "mask", &additive),
+        buffer::upload(gpu, name, &additive),
         m.strides.map(|s| s as u32),
     ))
 }

@@ -105,7 +105,10 @@ impl PreparedSdpa {
             q,
             k,
             v,
-            mask: problem.mask.map(|m| upload_mask(gpu, &m)).transpose()?,
+            mask: problem
+                .mask
+                .map(|m| upload_mask(gpu, "attn_mask", &m))
+                .transpose()?,
             out: buffer::storage(gpu, "attn_output", out_len),
             out_shape: problem.out_shape,
             workspace,
