@@ -52,3 +52,8 @@ pub use options::{Causal, MhaConfig, MhaOptions, MhaOutput, SdpaOptions};
 pub use sdpa::{PreparedSdpa, scaled_dot_product_attention};
 pub use tensor::{Mask, MaskData, Tensor};
 pub use weights::MhaWeights;
+
+/// The README's examples, compiled as doctests so they stay true.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
