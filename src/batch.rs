@@ -31,6 +31,9 @@ pub(crate) struct Batch<'k> {
     params: Vec<u8>,
     slot_align: u64,
     steps: Vec<Step<'k>>,
+    /// When set, only dispatches of this kernel are recorded (and no copies): how the
+    /// benchmark times one pass alone.
+    only: Option<&'k str>,
 }
 
 impl<'k> Batch<'k> {
@@ -40,6 +43,15 @@ impl<'k> Batch<'k> {
             params: Vec::new(),
             slot_align: gpu.limits().min_uniform_buffer_offset_alignment as u64,
             steps: Vec::new(),
+            only: None,
+        }
+    }
+
+    /// A batch that keeps only the dispatches of kernel `name`.
+    pub fn only(gpu: &'k Gpu, name: &'k str) -> Self {
+        Self {
+            only: Some(name),
+            ..Self::new(gpu)
         }
     }
 
@@ -51,6 +63,9 @@ impl<'k> Batch<'k> {
         buffers: &[&wgpu::Buffer],
         groups: [u32; 3],
     ) {
+        if self.only.is_some_and(|name| name != kernel.name) {
+            return;
+        }
         let slot = self.params.len() as u64;
         self.params.extend_from_slice(bytemuck::bytes_of(params));
         let padded = self.params.len().next_multiple_of(self.slot_align as usize);
@@ -72,6 +87,9 @@ impl<'k> Batch<'k> {
         dst_offset: u64,
         size: u64,
     ) {
+        if self.only.is_some() {
+            return;
+        }
         self.steps.push(Step::Copy {
             src: src.clone(),
             src_offset,

@@ -15,7 +15,7 @@ use crate::buffer::{self, bytes_of_f32, check_binding, check_buffer};
 use crate::error::Result;
 use crate::gpu::Gpu;
 use crate::kernels::linear::{self, At, Linear};
-use crate::kernels::{HeadView, MaskBinding};
+use crate::kernels::{HeadView, MaskBinding, check_kernel_name};
 use crate::options::{Causal, MhaConfig, MhaOptions, MhaOutput};
 use crate::problem::{CoreDims, MaskView, validate_mha};
 use crate::tensor::Tensor;
@@ -362,6 +362,20 @@ impl PreparedMha<'_> {
         let gpu = &self.mha.gpu;
         scoped(gpu, "multi-head attention forward", || {
             let mut batch = Batch::new(gpu);
+            self.record(&mut batch)?;
+            batch.submit();
+            buffer::wait(gpu)
+        })
+    }
+
+    /// Runs only the dispatches of kernel `name` (one of
+    /// [`KERNEL_NAMES`](crate::kernels::KERNEL_NAMES)), on whatever its inputs hold: the
+    /// benchmark's per-pass wall clock. Run [`run`](Self::run) first for meaningful inputs.
+    pub fn run_kernel(&self, name: &str) -> Result<()> {
+        check_kernel_name(name)?;
+        let gpu = &self.mha.gpu;
+        scoped(gpu, "running one kernel", || {
+            let mut batch = Batch::only(gpu, name);
             self.record(&mut batch)?;
             batch.submit();
             buffer::wait(gpu)

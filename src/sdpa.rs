@@ -7,7 +7,7 @@ use crate::batch::Batch;
 use crate::buffer::{self, bytes_of_f32, check_binding};
 use crate::error::Result;
 use crate::gpu::Gpu;
-use crate::kernels::{HeadView, MaskBinding};
+use crate::kernels::{HeadView, MaskBinding, check_kernel_name};
 use crate::mha::upload_mask;
 use crate::options::{Causal, SdpaOptions};
 use crate::problem::{CoreDims, validate_sdpa};
@@ -133,6 +133,20 @@ impl PreparedSdpa {
             self.record(&mut batch)?;
             batch.submit();
             buffer::wait(&self.gpu)
+        })
+    }
+
+    /// Runs only the dispatches of kernel `name` (one of
+    /// [`KERNEL_NAMES`](crate::kernels::KERNEL_NAMES)), on whatever its inputs hold: the
+    /// benchmark's per-pass wall clock. Run [`run`](Self::run) first for meaningful inputs.
+    pub fn run_kernel(&self, name: &str) -> Result<()> {
+        check_kernel_name(name)?;
+        let gpu = &self.gpu;
+        scoped(gpu, "running one kernel", || {
+            let mut batch = Batch::only(gpu, name);
+            self.record(&mut batch)?;
+            batch.submit();
+            buffer::wait(gpu)
         })
     }
 

@@ -41,6 +41,10 @@ pub fn shader_sources() -> Vec<(&'static str, String)> {
     ]
 }
 
+/// Names of the kernels, in the order a forward runs them;
+/// [`PreparedMha::run_kernel`](crate::PreparedMha::run_kernel) runs one alone.
+pub const KERNEL_NAMES: [&str; 5] = ["linear", "qk", "softmax", "head_mean", "av"];
+
 /// Tile sizes of the matrix-product kernels (WGSL override constants).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GemmTiles {
@@ -300,4 +304,15 @@ pub(crate) struct Block {
     pub batch_count: u32,
     pub row0: u32,
     pub rows: u32,
+}
+
+/// `Err(Config)` unless `name` is one of [`KERNEL_NAMES`].
+pub(crate) fn check_kernel_name(name: &str) -> crate::Result<()> {
+    if KERNEL_NAMES.contains(&name) {
+        Ok(())
+    } else {
+        Err(crate::Error::Config(format!(
+            "no kernel named {name:?}; the kernels are {KERNEL_NAMES:?}"
+        )))
+    }
 }
