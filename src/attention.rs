@@ -10,8 +10,10 @@ use crate::batch::Batch;
 use crate::buffer::{self, bytes_of_f32};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::kernels::{Block, HeadView, MAX_GROUPS, MaskBinding, av, head_mean, qk, softmax};
-use crate::options::Causal;
+use crate::kernels::{
+    Block, HeadView, Kernel, MAX_GROUPS, MaskBinding, av, fused, head_mean, qk, softmax,
+};
+use crate::options::{AttentionPath, Causal};
 use crate::problem::CoreDims;
 
 /// One attention core, bound to GPU buffers.
@@ -141,24 +143,110 @@ impl Workspace {
     }
 }
 
-/// Records the whole attention core of `core` into `batch`, using `ws` as scratch.
+/// How one prepared call computes its attention core, with what that needs: the three-pass
+/// path's scratch buffers, or the fused path's pipeline.
+pub(crate) enum CorePlan {
+    ThreePass(Workspace),
+    Fused(Kernel),
+}
+
+impl CorePlan {
+    /// Resolves `path` for a core of `dims`; `weights` is `Some(averaged)` when the caller
+    /// wants attention weights, which only the three-pass path produces.
+    pub fn new(
+        gpu: &Gpu,
+        dims: &CoreDims,
+        path: AttentionPath,
+        weights: Option<bool>,
+    ) -> Result<Self> {
+        let variant = fused::Variant::for_dims(dims.head_dim, dims.head_dim_v);
+        let fused = || {
+            gpu.kernels()
+                .fused(gpu.device(), &gpu.limits(), variant)
+                .map(CorePlan::Fused)
+        };
+        let three_pass =
+            || Workspace::new(gpu, dims, weights == Some(true)).map(CorePlan::ThreePass);
+        match (path, weights) {
+            (AttentionPath::Fused, Some(_)) => Err(Error::Config(
+                "the fused path cannot return attention weights: use the three-pass path (or Auto)"
+                    .into(),
+            )),
+            (AttentionPath::Fused, None) => fused(),
+            (AttentionPath::ThreePass, _) | (AttentionPath::Auto, Some(_)) => three_pass(),
+            (AttentionPath::Auto, None) => {
+                if dims.heads_q * dims.batch <= MAX_GROUPS as usize {
+                    fused().or_else(|_| three_pass())
+                } else {
+                    three_pass()
+                }
+            }
+        }
+    }
+
+    /// Which path this plan runs.
+    pub fn path(&self) -> AttentionPath {
+        match self {
+            CorePlan::ThreePass(_) => AttentionPath::ThreePass,
+            CorePlan::Fused(_) => AttentionPath::Fused,
+        }
+    }
+
+    /// Scratch bytes allocated.
+    pub fn bytes(&self) -> u64 {
+        match self {
+            CorePlan::ThreePass(ws) => ws.bytes(),
+            CorePlan::Fused(_) => 0,
+        }
+    }
+}
+
+/// Records the whole attention core of `core` into `batch`, the way `plan` says.
 pub(crate) fn record_core<'k>(
     gpu: &'k Gpu,
     batch: &mut Batch<'k>,
     core: &Core,
-    ws: &Workspace,
+    plan: &'k CorePlan,
 ) -> Result<()> {
     let dims = &core.dims;
     let kernels = gpu.kernels();
+    let causal_offset = core
+        .causal
+        .map(|c| c.offset(dims.len_q, dims.len_kv) as i32);
+    let ws = match plan {
+        CorePlan::Fused(kernel) => {
+            if core.weights.is_some() {
+                return Err(Error::Config(
+                    "the fused path cannot return attention weights".into(),
+                ));
+            }
+            check_grid("batch × heads", dims.batch * dims.heads_q)?;
+            fused::record(
+                batch,
+                kernels,
+                kernel,
+                &fused::Fused {
+                    dims: *dims,
+                    q: core.q,
+                    k: core.k,
+                    v: core.v,
+                    out: core.out,
+                    scale: core.scale,
+                    causal_offset,
+                    masks: core.masks,
+                },
+            );
+            return Ok(());
+        }
+        CorePlan::ThreePass(ws) => ws,
+    };
     let (plan, scores) = (ws.plan, &ws.scores);
     let scores_args = qk::Scores {
         dims: *dims,
         q: core.q,
         k: core.k,
         scale: core.scale,
-        causal_offset: core
-            .causal
-            .map(|c| c.offset(dims.len_q, dims.len_kv) as i32),
+        causal_offset,
         masks: core.masks,
     };
     let (h, l, s) = (dims.heads_q as u64, dims.len_q as u64, dims.len_kv as u64);
@@ -207,6 +295,19 @@ pub(crate) fn record_core<'k>(
             }
         }
         av::record(batch, kernels, dims, block, scores, &core.v, &core.out);
+    }
+    Ok(())
+}
+
+/// `Err(TooLarge)` when `count` workgroups exceed one grid dimension.
+fn check_grid(what: &str, count: usize) -> Result<()> {
+    if count > MAX_GROUPS as usize {
+        return Err(Error::TooLarge {
+            what: format!("{count} {what} in one dispatch"),
+            needed: count as u64,
+            limit: MAX_GROUPS as u64,
+            limit_name: "max_compute_workgroups_per_dimension",
+        });
     }
     Ok(())
 }

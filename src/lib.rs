@@ -48,7 +48,7 @@ pub mod weights;
 pub use error::{Error, Result};
 pub use gpu::{Gpu, GpuOptions};
 pub use mha::{MultiHeadAttention, PreparedMha};
-pub use options::{Causal, MhaConfig, MhaOptions, MhaOutput, SdpaOptions};
+pub use options::{AttentionPath, Causal, MhaConfig, MhaOptions, MhaOutput, SdpaOptions};
 pub use sdpa::{PreparedSdpa, scaled_dot_product_attention};
 pub use tensor::{Mask, MaskData, Tensor};
 pub use weights::MhaWeights;

@@ -9,14 +9,14 @@
 
 use std::path::Path;
 
-use crate::attention::{Core, Workspace, record_core, scoped};
+use crate::attention::{Core, CorePlan, record_core, scoped};
 use crate::batch::Batch;
 use crate::buffer::{self, bytes_of_f32, check_binding, check_buffer};
 use crate::error::Result;
 use crate::gpu::Gpu;
 use crate::kernels::linear::{self, At, Linear};
 use crate::kernels::{HeadView, MaskBinding, check_kernel_name};
-use crate::options::{Causal, MhaConfig, MhaOptions, MhaOutput};
+use crate::options::{AttentionPath, Causal, MhaConfig, MhaOptions, MhaOutput};
 use crate::problem::{CoreDims, MaskView, validate_mha};
 use crate::tensor::Tensor;
 use crate::weights::{InProjWeight, MhaWeights, Proj};
@@ -98,7 +98,7 @@ pub struct PreparedMha<'m> {
     weights: Option<wgpu::Buffer>,
     out_shape: Vec<usize>,
     weights_shape: Vec<usize>,
-    workspace: Workspace,
+    plan: CorePlan,
     bytes: u64,
 }
 
@@ -265,8 +265,13 @@ impl MultiHeadAttention {
         } else {
             None
         };
-        let workspace = Workspace::new(gpu, d, p.need_weights && p.average_attn_weights)?;
-        bytes += workspace.bytes();
+        let plan = CorePlan::new(
+            gpu,
+            d,
+            opts.path,
+            p.need_weights.then_some(p.average_attn_weights),
+        )?;
+        bytes += plan.bytes();
         Ok(PreparedMha {
             mha: self,
             dims: *d,
@@ -283,7 +288,7 @@ impl MultiHeadAttention {
             weights,
             out_shape: p.out_shape(),
             weights_shape,
-            workspace,
+            plan,
             bytes,
         })
     }
@@ -345,6 +350,11 @@ impl PreparedMha<'_> {
     /// on the GPU.
     pub fn output_buffer(&self) -> &wgpu::Buffer {
         &self.out
+    }
+
+    /// The algorithm this forward's attention core runs.
+    pub fn path(&self) -> AttentionPath {
+        self.plan.path()
     }
 
     /// The attention weights buffer, when the forward was prepared with `need_weights`.
@@ -452,7 +462,7 @@ impl PreparedMha<'_> {
                 masks: [mask(0), mask(1)],
                 weights: self.weights.as_ref(),
             },
-            &self.workspace,
+            &self.plan,
         )?;
         linear::record(
             batch,

@@ -26,6 +26,21 @@ impl Causal {
     }
 }
 
+/// Which algorithm computes the attention core.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum AttentionPath {
+    /// Fused unless the caller asks for attention weights (or the device cannot run the fused
+    /// kernel for this head size).
+    #[default]
+    Auto,
+    /// QKᵀ → softmax → P·V as three kernels over blocks of the score matrix; the only path
+    /// that can return attention weights.
+    ThreePass,
+    /// One kernel, FlashAttention-2 style: the score matrix is never stored, memory grows
+    /// linearly with the sequence length.
+    Fused,
+}
+
 /// Options of [`scaled_dot_product_attention`](crate::scaled_dot_product_attention), as in
 /// PyTorch's `F.scaled_dot_product_attention` (no dropout: this is inference).
 #[derive(Clone, Copy, Debug, Default)]
@@ -40,6 +55,8 @@ pub struct SdpaOptions<'a> {
     pub scale: Option<f32>,
     /// Grouped-query attention: query head `h` uses key/value head `h / (Hq / Hkv)`.
     pub enable_gqa: bool,
+    /// Which algorithm runs (the result is the same up to rounding).
+    pub path: AttentionPath,
 }
 
 /// The shape of an `nn.MultiheadAttention` module.
@@ -119,6 +136,8 @@ pub struct MhaOptions<'a> {
     pub need_weights: bool,
     /// Average the weights over heads (`[B, L, S]`) or not (`[B, h, L, S]`).
     pub average_attn_weights: bool,
+    /// Which algorithm runs the attention core (`Fused` cannot return weights).
+    pub path: AttentionPath,
 }
 
 impl Default for MhaOptions<'_> {
@@ -129,6 +148,7 @@ impl Default for MhaOptions<'_> {
             causal: None,
             need_weights: false,
             average_attn_weights: true,
+            path: AttentionPath::Auto,
         }
     }
 }

@@ -2,14 +2,14 @@
 //! tensors. Like the MHA module it has a one-call form and a prepared form whose stages
 //! (upload, run, read) can be timed apart.
 
-use crate::attention::{Core, Workspace, record_core, scoped};
+use crate::attention::{Core, CorePlan, record_core, scoped};
 use crate::batch::Batch;
 use crate::buffer::{self, bytes_of_f32, check_binding};
 use crate::error::Result;
 use crate::gpu::Gpu;
 use crate::kernels::{HeadView, MaskBinding, check_kernel_name};
 use crate::mha::upload_mask;
-use crate::options::{Causal, SdpaOptions};
+use crate::options::{AttentionPath, Causal, SdpaOptions};
 use crate::problem::{CoreDims, validate_sdpa};
 use crate::tensor::Tensor;
 
@@ -43,7 +43,7 @@ pub struct PreparedSdpa {
     mask: Option<(wgpu::Buffer, [u32; 4])>,
     out: wgpu::Buffer,
     out_shape: Vec<usize>,
-    workspace: Workspace,
+    plan: CorePlan,
     bytes: u64,
 }
 
@@ -95,8 +95,8 @@ impl PreparedSdpa {
         let out_len = d.batch * d.heads_q * d.len_q * d.head_dim_v;
         check_binding(gpu, "attn_output", bytes_of_f32(out_len))?;
         bytes += bytes_of_f32(out_len);
-        let workspace = Workspace::new(gpu, &d, false)?;
-        bytes += workspace.bytes();
+        let plan = CorePlan::new(gpu, &d, opts.path, None)?;
+        bytes += plan.bytes();
         Ok(Self {
             gpu: gpu.clone(),
             dims: d,
@@ -111,9 +111,14 @@ impl PreparedSdpa {
                 .transpose()?,
             out: buffer::storage(gpu, "attn_output", out_len),
             out_shape: problem.out_shape,
-            workspace,
+            plan,
             bytes,
         })
+    }
+
+    /// The algorithm this call's attention core runs.
+    pub fn path(&self) -> AttentionPath {
+        self.plan.path()
     }
 
     /// Bytes of GPU memory allocated: inputs, output and the score block.
@@ -191,7 +196,7 @@ impl PreparedSdpa {
                 ],
                 weights: None,
             },
-            &self.workspace,
+            &self.plan,
         )
     }
 }

@@ -16,8 +16,40 @@ fn poison(gpu: &Gpu, buffer: &wgpu::Buffer) {
         .write_buffer(buffer, 0, bytemuck::cast_slice(&nan));
 }
 
-/// One MHA forward, poisoned outputs, checked against the reference.
+/// One MHA forward on every GPU path that can serve it (fused only without weights), with
+/// poisoned outputs, checked against the reference.
 fn check_mha(
+    label: &str,
+    mha: &MultiHeadAttention,
+    weights: &MhaWeights,
+    qkv: (&Tensor, &Tensor, &Tensor),
+    opts: &MhaOptions,
+) {
+    check_mha_path(
+        label,
+        mha,
+        weights,
+        qkv,
+        &MhaOptions {
+            path: AttentionPath::ThreePass,
+            ..*opts
+        },
+    );
+    if !opts.need_weights {
+        check_mha_path(
+            &format!("{label} [fused]"),
+            mha,
+            weights,
+            qkv,
+            &MhaOptions {
+                path: AttentionPath::Fused,
+                ..*opts
+            },
+        );
+    }
+}
+
+fn check_mha_path(
     label: &str,
     mha: &MultiHeadAttention,
     weights: &MhaWeights,
@@ -26,6 +58,7 @@ fn check_mha(
 ) {
     let gpu = mha.gpu();
     let prepared = mha.prepare(q, k, v, opts).unwrap();
+    assert_eq!(prepared.path(), opts.path, "{label}");
     poison(gpu, prepared.output_buffer());
     if let Some(w) = prepared.weights_buffer() {
         poison(gpu, w);
@@ -322,10 +355,23 @@ fn rows_that_attend_to_nothing_are_zero_not_nan() {
     }
 }
 
-/// One SDPA call with a poisoned output, checked against the reference.
+/// One SDPA call on both GPU paths with a poisoned output, checked against the reference.
 fn check_sdpa(label: &str, q: &Tensor, k: &Tensor, v: &Tensor, opts: &SdpaOptions) {
+    for path in [AttentionPath::ThreePass, AttentionPath::Fused] {
+        check_sdpa_path(
+            &format!("{label} [{path:?}]"),
+            q,
+            k,
+            v,
+            &SdpaOptions { path, ..*opts },
+        );
+    }
+}
+
+fn check_sdpa_path(label: &str, q: &Tensor, k: &Tensor, v: &Tensor, opts: &SdpaOptions) {
     let gpu = gpu();
     let prepared = PreparedSdpa::prepare(&gpu, q, k, v, opts).unwrap();
+    assert_eq!(prepared.path(), opts.path, "{label}");
     poison(&gpu, prepared.output_buffer());
     prepared.run().unwrap();
     let got = prepared.read().unwrap();

@@ -12,8 +12,8 @@ use std::path::PathBuf;
 use common::gpu;
 use wgpu_mha::io::{TensorMap, read_safetensors, read_safetensors_metadata};
 use wgpu_mha::{
-    Causal, Gpu, Mask, MhaConfig, MhaOptions, MhaWeights, MultiHeadAttention, SdpaOptions, Tensor,
-    reference, scaled_dot_product_attention,
+    AttentionPath, Causal, Gpu, Mask, MhaConfig, MhaOptions, MhaWeights, MultiHeadAttention,
+    SdpaOptions, Tensor, reference, scaled_dot_product_attention,
 };
 
 /// The fewest case files the suite accepts: fewer means files went missing.
@@ -337,8 +337,9 @@ impl MhaCase {
         })
     }
 
-    fn options(&self) -> MhaOptions<'_> {
+    fn options(&self, path: AttentionPath) -> MhaOptions<'_> {
         MhaOptions {
+            path,
             key_padding_mask: self.key_padding_mask.as_ref(),
             attn_mask: self.attn_mask.as_ref(),
             causal: self.causal,
@@ -391,22 +392,32 @@ fn mha_matches_pytorch() {
             Err(e) => return vec![Err(e)],
         };
         let (q, k, v) = loaded.qkv();
-        let opts = loaded.options();
-        let gpu_result = guarded("gpu", || {
-            let mha = MultiHeadAttention::new(gpu, loaded.config, &loaded.weights)
-                .map_err(|e| format!("gpu: MultiHeadAttention::new: {e}"))?;
-            let out = mha
-                .forward(q, k, v, &opts)
-                .map_err(|e| format!("gpu: forward: {e}"))?;
-            let err = check_output(
-                case,
-                "gpu",
-                &out.attn_output,
-                out.attn_weights.as_ref(),
-                loaded.need_weights,
-            )?;
-            Ok(("gpu".to_string(), err))
-        });
+        let opts = loaded.options(AttentionPath::Auto);
+        // Both GPU paths; the fused one only where no weights are asked for.
+        let mut paths = vec![("gpu three-pass", AttentionPath::ThreePass)];
+        if !loaded.need_weights {
+            paths.push(("gpu fused", AttentionPath::Fused));
+        }
+        let mut results: Vec<_> = paths
+            .into_iter()
+            .map(|(name, path)| {
+                guarded(name, || {
+                    let mha = MultiHeadAttention::new(gpu, loaded.config, &loaded.weights)
+                        .map_err(|e| format!("{name}: MultiHeadAttention::new: {e}"))?;
+                    let out = mha
+                        .forward(q, k, v, &loaded.options(path))
+                        .map_err(|e| format!("{name}: forward: {e}"))?;
+                    let err = check_output(
+                        case,
+                        name,
+                        &out.attn_output,
+                        out.attn_weights.as_ref(),
+                        loaded.need_weights,
+                    )?;
+                    Ok((name.to_string(), err))
+                })
+            })
+            .collect();
         let cpu_result = guarded("cpu", || {
             let out = reference::mha_forward(&loaded.config, &loaded.weights, q, k, v, &opts)
                 .map_err(|e| format!("cpu: mha_forward: {e}"))?;
@@ -419,7 +430,8 @@ fn mha_matches_pytorch() {
             )?;
             Ok(("cpu".to_string(), err))
         });
-        vec![gpu_result, cpu_result]
+        results.push(cpu_result);
+        results
     });
 }
 
@@ -453,15 +465,25 @@ fn sdpa_matches_pytorch() {
             causal,
             scale,
             enable_gqa,
+            path: AttentionPath::Auto,
         };
-        let gpu_result = guarded("gpu", || {
-            let out = scaled_dot_product_attention(gpu, &q, &k, &v, &opts)
-                .map_err(|e| format!("gpu: scaled_dot_product_attention: {e}"))?;
-            Ok((
-                "gpu".to_string(),
-                check_output(case, "gpu", &out, None, false)?,
-            ))
-        });
+        let mut results: Vec<_> = [
+            ("gpu three-pass", AttentionPath::ThreePass),
+            ("gpu fused", AttentionPath::Fused),
+        ]
+        .into_iter()
+        .map(|(name, path)| {
+            guarded(name, || {
+                let opts = SdpaOptions { path, ..opts };
+                let out = scaled_dot_product_attention(gpu, &q, &k, &v, &opts)
+                    .map_err(|e| format!("{name}: scaled_dot_product_attention: {e}"))?;
+                Ok((
+                    name.to_string(),
+                    check_output(case, name, &out, None, false)?,
+                ))
+            })
+        })
+        .collect();
         let cpu_result = guarded("cpu", || {
             let out = reference::sdpa(&q, &k, &v, &opts).map_err(|e| format!("cpu: sdpa: {e}"))?;
             Ok((
@@ -469,6 +491,7 @@ fn sdpa_matches_pytorch() {
                 check_output(case, "cpu", &out, None, false)?,
             ))
         });
-        vec![gpu_result, cpu_result]
+        results.push(cpu_result);
+        results
     });
 }

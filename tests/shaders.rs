@@ -7,7 +7,10 @@ use naga::valid::{Capabilities, ValidationFlags, Validator};
 fn every_shader_parses_and_validates() {
     let sources = wgpu_mha::kernels::shader_sources();
     let names: Vec<_> = sources.iter().map(|(n, _)| *n).collect();
-    assert_eq!(names, ["linear", "qk", "av", "softmax", "head_mean"]);
+    assert_eq!(
+        names,
+        ["linear", "qk", "av", "softmax", "head_mean", "fused"]
+    );
     for (name, source) in sources {
         let module = naga::front::wgsl::parse_str(&source)
             .unwrap_or_else(|e| panic!("{name}: WGSL parse error:\n{}", e.emit_to_string(&source)));
@@ -37,6 +40,7 @@ fn tile_sizes_are_override_constants() {
         let expected: &[&str] = match name {
             "linear" | "qk" | "av" => &["WG_X", "WG_Y", "BK"],
             "softmax" => &["WG"],
+            "fused" => &["WG_X", "D_VEC", "BC"],
             _ => &[],
         };
         assert_eq!(overrides, expected, "{name}");

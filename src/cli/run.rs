@@ -8,11 +8,33 @@ use clap::Args;
 use wgpu_mha::check::{Comparison, compare};
 use wgpu_mha::io::{FileTensor, TensorMap, read_safetensors, write_safetensors};
 use wgpu_mha::{
-    Error, MhaConfig, MhaOptions, MhaWeights, MultiHeadAttention, Result, SdpaOptions, Tensor,
-    reference, scaled_dot_product_attention,
+    AttentionPath, Error, MhaConfig, MhaOptions, MhaWeights, MultiHeadAttention, Result,
+    SdpaOptions, Tensor, reference, scaled_dot_product_attention,
 };
 
 use super::{CausalArg, DeviceArgs, Outcome};
+
+/// `--path auto|three-pass|fused`.
+#[derive(Clone, Copy, Debug, Default, clap::ValueEnum, PartialEq, Eq)]
+pub enum PathArg {
+    /// Fused unless attention weights are asked for.
+    #[default]
+    Auto,
+    /// QKᵀ, softmax and P·V as three kernels (the only path with weights).
+    ThreePass,
+    /// One FlashAttention-style kernel.
+    Fused,
+}
+
+impl From<PathArg> for AttentionPath {
+    fn from(p: PathArg) -> Self {
+        match p {
+            PathArg::Auto => AttentionPath::Auto,
+            PathArg::ThreePass => AttentionPath::ThreePass,
+            PathArg::Fused => AttentionPath::Fused,
+        }
+    }
+}
 
 #[derive(Args, Debug)]
 pub struct MhaArgs {
@@ -35,6 +57,9 @@ pub struct MhaArgs {
     /// Apply a causal mask.
     #[arg(long, value_enum)]
     causal: Option<CausalArg>,
+    /// Which algorithm computes the attention core.
+    #[arg(long, value_enum, default_value_t)]
+    path: PathArg,
     /// Compare with the CPU reference; exit 1 when out of tolerance.
     #[arg(long)]
     check: bool,
@@ -61,6 +86,9 @@ pub struct SdpaArgs {
     /// Grouped-query attention: Hq a multiple of Hkv.
     #[arg(long)]
     enable_gqa: bool,
+    /// Which algorithm computes the attention core.
+    #[arg(long, value_enum, default_value_t)]
+    path: PathArg,
     /// Compare with the CPU reference; exit 1 when out of tolerance.
     #[arg(long)]
     check: bool,
@@ -162,6 +190,7 @@ pub fn mha(device: &DeviceArgs, args: &MhaArgs) -> Result<Outcome> {
         causal: args.causal.map(Into::into),
         need_weights: args.need_weights,
         average_attn_weights: !args.per_head_weights,
+        path: args.path.into(),
     };
     // Absent key/value mean self-attention: pass the query itself (one packed projection).
     let key = key.as_ref().unwrap_or(&query);
@@ -227,6 +256,7 @@ pub fn sdpa(device: &DeviceArgs, args: &SdpaArgs) -> Result<Outcome> {
         causal,
         scale: args.scale,
         enable_gqa: args.enable_gqa,
+        path: args.path.into(),
     };
     let gpu = device.open()?;
     let out = scaled_dot_product_attention(&gpu, &query, &key, &value, &opts)?;

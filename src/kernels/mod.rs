@@ -5,6 +5,7 @@
 //! is compiled per call.
 
 pub(crate) mod av;
+pub(crate) mod fused;
 pub(crate) mod head_mean;
 pub(crate) mod linear;
 pub(crate) mod qk;
@@ -21,6 +22,7 @@ mod source {
     pub const AV: &str = include_str!("../../shaders/av.wgsl");
     pub const SOFTMAX: &str = include_str!("../../shaders/softmax.wgsl");
     pub const HEAD_MEAN: &str = include_str!("../../shaders/head_mean.wgsl");
+    pub const FUSED: &str = include_str!("../../shaders/fused.wgsl");
 }
 
 /// Every kernel's complete WGSL source, by name, as handed to the device (for validation
@@ -38,12 +40,13 @@ pub fn shader_sources() -> Vec<(&'static str, String)> {
         ),
         ("softmax", source::SOFTMAX.to_string()),
         ("head_mean", source::HEAD_MEAN.to_string()),
+        ("fused", fused::shader_source()),
     ]
 }
 
 /// Names of the kernels, in the order a forward runs them;
 /// [`PreparedMha::run_kernel`](crate::PreparedMha::run_kernel) runs one alone.
-pub const KERNEL_NAMES: [&str; 5] = ["linear", "qk", "softmax", "head_mean", "av"];
+pub const KERNEL_NAMES: [&str; 6] = ["linear", "qk", "softmax", "head_mean", "av", "fused"];
 
 /// Tile sizes of the matrix-product kernels (WGSL override constants).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,7 +94,8 @@ pub const SOFTMAX_WG: u32 = 128;
 pub const MAX_GROUPS: u32 = 65535;
 
 /// One compute pipeline and its explicit bind group layout: binding 0 is the uniform
-/// parameter block, bindings 1.. are storage buffers.
+/// parameter block, bindings 1.. are storage buffers. Cheap to clone (shared handles).
+#[derive(Clone)]
 pub(crate) struct Kernel {
     pub name: &'static str,
     pub pipeline: wgpu::ComputePipeline,
@@ -206,6 +210,8 @@ pub(crate) struct Kernels {
     pub head_mean: Kernel,
     /// Bound where an optional input (bias, mask) is absent.
     pub placeholder: wgpu::Buffer,
+    /// Fused-attention pipelines, one per head-size class, built on first use.
+    fused: std::sync::Mutex<std::collections::HashMap<fused::Variant, Kernel>>,
 }
 
 impl Kernels {
@@ -262,7 +268,23 @@ impl Kernels {
                 usage: wgpu::BufferUsages::STORAGE,
                 mapped_at_creation: false,
             }),
+            fused: Default::default(),
         })
+    }
+
+    /// The fused pipeline of `variant` (checked against `limits`), built once per device.
+    pub fn fused(
+        &self,
+        device: &wgpu::Device,
+        limits: &wgpu::Limits,
+        variant: fused::Variant,
+    ) -> crate::Result<Kernel> {
+        variant.check(limits)?;
+        let mut cache = self.fused.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(cache
+            .entry(variant)
+            .or_insert_with(|| fused::build(device, variant))
+            .clone())
     }
 }
 

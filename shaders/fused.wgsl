@@ -1,0 +1,288 @@
+// Fused attention (the FlashAttention-2 algorithm): O = softmax(Q·Kᵀ·scale + masks)·V for a
+// block of BR query rows of one head, walking the keys BC at a time with an online softmax.
+// The score matrix never exists in memory — only one BR × BC block of it, in workgroup
+// memory — so memory grows linearly with sequence length.
+//
+// Per block of keys, three phases separated by barriers:
+//   A. scores: each invocation computes 4 × 4 micro-tiles of S = Q·Kᵀ (Q staged in
+//      workgroup memory once, K read as vec4 along the head dimension), then scale, masks,
+//      causal; written transposed into p_tile so phase C reads four rows at once.
+//   B. softmax statistics: each row is split over WG_X / 4 invocations, which find the
+//      row's new running max m (partial maxima, then their max), turn their scores into
+//      exp(s − m), and publish the factor exp(m_old − m_new) by which the row's accumulated
+//      output must shrink; the partial sums fold into the running sum l in phase C.
+//   C. output: each invocation owns a 4 × 4 block of O (rows × value columns) in registers,
+//      rescales it and adds P·V for the block.
+// Key blocks wholly past the causal limit of every row of the query block are never
+// visited. Rows that see no key at all end with l = 0 and are written as zeros.
+// heads.wgsl (prepended) maps z to (batch, head) and supplies neg_inf().
+
+override WG_X: u32 = 16u;   // invocations along value columns: ceil(dv / 4) rounded up, ≥ 4
+override D_VEC: u32 = 16u;  // vec4s of one staged query row: ceil(d / 4), rounded up
+override BC: u32 = 64u;     // keys per block: a multiple of 4 and of WG_X / 4
+const BR: u32 = 16u;        // query rows per workgroup
+const WG_Y: u32 = 4u;       // BR / 4 invocation rows
+
+struct Params {
+    rows: u32,          // L
+    cols: u32,          // S
+    depth: u32,         // d
+    depth_v: u32,       // dv
+    heads_q: u32,
+    group: u32,
+    flags: u32,         // bit 0: mask0, bit 1: mask1, bit 2: causal
+    _pad0: u32,
+    q_offset: u32,
+    q_stride_b: u32,
+    q_stride_h: u32,
+    q_stride_l: u32,
+    k_offset: u32,
+    k_stride_b: u32,
+    k_stride_h: u32,
+    k_stride_s: u32,
+    v_offset: u32,
+    v_stride_b: u32,
+    v_stride_h: u32,
+    v_stride_s: u32,
+    o_offset: u32,
+    o_stride_b: u32,
+    o_stride_h: u32,
+    o_stride_l: u32,
+    scale: f32,
+    causal_offset: i32,
+    _pad1: u32,
+    _pad2: u32,
+    mask0_stride_b: u32,
+    mask0_stride_h: u32,
+    mask0_stride_l: u32,
+    mask0_stride_s: u32,
+    mask1_stride_b: u32,
+    mask1_stride_h: u32,
+    mask1_stride_l: u32,
+    mask1_stride_s: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> q: array<f32>;
+@group(0) @binding(2) var<storage, read> k: array<f32>;
+@group(0) @binding(3) var<storage, read> v: array<f32>;
+@group(0) @binding(4) var<storage, read> mask0: array<f32>;
+@group(0) @binding(5) var<storage, read> mask1: array<f32>;
+@group(0) @binding(6) var<storage, read_write> o: array<f32>;
+
+var<workgroup> q_tile: array<vec4<f32>, BR * D_VEC>; // [row][i / 4], pre-scaled
+var<workgroup> p_tile: array<vec4<f32>, BC * WG_Y>;  // [key][row / 4]
+var<workgroup> row_max: array<f32, BR>;
+var<workgroup> row_sum: array<f32, BR>;
+var<workgroup> row_shrink: array<f32, BR>;
+var<workgroup> next_max: array<f32, BR>;
+// Per (row, part) partial max and sum: phase B splits each row over WG_X / 4 invocations.
+var<workgroup> part_max: array<f32, WG_X * WG_Y>;
+var<workgroup> part_sum: array<f32, WG_X * WG_Y>;
+
+// Elements i .. i+3 of the key row starting at `row` (zeros past the head dimension).
+fn key4(row: u32, i: u32) -> vec4<f32> {
+    if i + 4u <= p.depth {
+        return vec4<f32>(k[row + i], k[row + i + 1u], k[row + i + 2u], k[row + i + 3u]);
+    }
+    var r = vec4<f32>(0.0);
+    for (var c = 0u; c < 4u; c++) {
+        if i + c < p.depth {
+            r[c] = k[row + i + c];
+        }
+    }
+    return r;
+}
+
+// Columns j .. j+3 of the value row starting at `row` (zeros past the value head size).
+fn value4(row: u32, j: u32) -> vec4<f32> {
+    if j + 4u <= p.depth_v {
+        return vec4<f32>(v[row + j], v[row + j + 1u], v[row + j + 2u], v[row + j + 3u]);
+    }
+    var r = vec4<f32>(0.0);
+    for (var c = 0u; c < 4u; c++) {
+        if j + c < p.depth_v {
+            r[c] = v[row + j + c];
+        }
+    }
+    return r;
+}
+
+@compute @workgroup_size(WG_X, WG_Y, 1)
+fn main(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(local_invocation_index) t: u32,
+) {
+    let invocations = WG_X * WG_Y;
+    let hd = head_of(wg.z, 0u, p.heads_q, p.group);
+    let l0 = wg.x * BR;
+    let q_base = p.q_offset + hd.batch * p.q_stride_b + hd.head_q * p.q_stride_h;
+    let k_base = p.k_offset + hd.batch * p.k_stride_b + hd.head_kv * p.k_stride_h;
+    let v_base = p.v_offset + hd.batch * p.v_stride_b + hd.head_kv * p.v_stride_h;
+
+    // Stage the block's queries, scaled once here instead of every score later.
+    for (var idx = t; idx < BR * D_VEC * 4u; idx += invocations) {
+        let r = idx / (D_VEC * 4u);
+        let i = idx % (D_VEC * 4u);
+        var x = 0.0;
+        if l0 + r < p.rows && i < p.depth {
+            x = q[q_base + (l0 + r) * p.q_stride_l + i] * p.scale;
+        }
+        q_tile[r * D_VEC + i / 4u][i % 4u] = x;
+    }
+    for (var r = t; r < BR; r += invocations) {
+        row_max[r] = neg_inf();
+        row_sum[r] = 0.0;
+    }
+    workgroupBarrier();
+
+    // Keys past the causal limit of the block's last row are never visited.
+    var kv_end = p.cols;
+    let causal = (p.flags & 4u) != 0u;
+    if causal {
+        let last_visible = i32(min(l0 + BR, p.rows)) - 1 + p.causal_offset;
+        kv_end = u32(clamp(last_visible + 1, 0, i32(p.cols)));
+    }
+
+    // Phase B: invocation t takes `keys_per_part` keys of row t / parts.
+    let parts = WG_X / 4u;
+    let keys_per_part = BC / parts;
+    let stat_row = t / parts;
+    let stat_rg = stat_row / 4u;
+    let stat_r = stat_row % 4u;
+    let first_key = (t % parts) * keys_per_part;
+
+    var acc = array<vec4<f32>, 4>(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+    for (var s0 = 0u; s0 < kv_end; s0 += BC) {
+        // A. Scores of 4 × 4 micro-tiles. Keys past the end read the last key (valid
+        // memory, no branch in the inner loop) and are masked to -inf afterwards.
+        for (var tile = t; tile < WG_Y * (BC / 4u); tile += invocations) {
+            let rg = tile / (BC / 4u);
+            let kg = tile % (BC / 4u);
+            var rows: array<u32, 4>;
+            for (var c = 0u; c < 4u; c++) {
+                rows[c] = k_base + min(s0 + kg * 4u + c, p.cols - 1u) * p.k_stride_s;
+            }
+            var sc = array<vec4<f32>, 4>(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+            for (var i4 = 0u; i4 < D_VEC; i4++) {
+                let q0 = q_tile[(rg * 4u + 0u) * D_VEC + i4];
+                let q1 = q_tile[(rg * 4u + 1u) * D_VEC + i4];
+                let q2 = q_tile[(rg * 4u + 2u) * D_VEC + i4];
+                let q3 = q_tile[(rg * 4u + 3u) * D_VEC + i4];
+                for (var c = 0u; c < 4u; c++) {
+                    let kv = key4(rows[c], i4 * 4u);
+                    sc[0][c] += dot(q0, kv);
+                    sc[1][c] += dot(q1, kv);
+                    sc[2][c] += dot(q2, kv);
+                    sc[3][c] += dot(q3, kv);
+                }
+            }
+            for (var c = 0u; c < 4u; c++) {
+                let s = s0 + kg * 4u + c;
+                var col = vec4<f32>(neg_inf());
+                if s < p.cols {
+                    for (var r = 0u; r < 4u; r++) {
+                        let l = min(l0 + rg * 4u + r, p.rows - 1u);
+                        var x = sc[r][c];
+                        if (p.flags & 1u) != 0u {
+                            x += mask0[hd.batch * p.mask0_stride_b + hd.head_q * p.mask0_stride_h
+                                + l * p.mask0_stride_l + s * p.mask0_stride_s];
+                        }
+                        if (p.flags & 2u) != 0u {
+                            x += mask1[hd.batch * p.mask1_stride_b + hd.head_q * p.mask1_stride_h
+                                + l * p.mask1_stride_l + s * p.mask1_stride_s];
+                        }
+                        if causal && i32(s) > i32(l) + p.causal_offset {
+                            x = neg_inf();
+                        }
+                        col[r] = x;
+                    }
+                }
+                p_tile[(kg * 4u + c) * WG_Y + rg] = col;
+            }
+        }
+        workgroupBarrier();
+
+        // B1. Partial maxima.
+        var m_part = neg_inf();
+        for (var c = first_key; c < first_key + keys_per_part; c++) {
+            m_part = max(m_part, p_tile[c * WG_Y + stat_rg][stat_r]);
+        }
+        part_max[t] = m_part;
+        workgroupBarrier();
+
+        // B2. The row's new maximum; probabilities exp(s − m) and partial sums.
+        let m_old = row_max[stat_row];
+        var m_new = m_old;
+        for (var i = 0u; i < parts; i++) {
+            m_new = max(m_new, part_max[stat_row * parts + i]);
+        }
+        var sum = 0.0;
+        var shrink = 1.0;
+        if m_new == neg_inf() {
+            // Nothing visible yet: every probability of this block is zero.
+            for (var c = first_key; c < first_key + keys_per_part; c++) {
+                p_tile[c * WG_Y + stat_rg][stat_r] = 0.0;
+            }
+        } else {
+            shrink = exp(m_old - m_new);
+            for (var c = first_key; c < first_key + keys_per_part; c++) {
+                let e = exp(p_tile[c * WG_Y + stat_rg][stat_r] - m_new);
+                p_tile[c * WG_Y + stat_rg][stat_r] = e;
+                sum += e;
+            }
+        }
+        part_sum[t] = sum;
+        if t % parts == 0u {
+            next_max[stat_row] = m_new;
+            row_shrink[stat_row] = shrink;
+        }
+        workgroupBarrier();
+
+        // C. Rescale this invocation's 4 × 4 block of O and add P·V; fold the row sums.
+        for (var r = 0u; r < 4u; r++) {
+            acc[r] *= row_shrink[lid.y * 4u + r];
+        }
+        let keys = min(BC, kv_end - s0);
+        let v_col = lid.x * 4u;
+        for (var c = 0u; c < keys; c++) {
+            let pr = p_tile[c * WG_Y + lid.y];
+            let vv = value4(v_base + (s0 + c) * p.v_stride_s, v_col);
+            acc[0] = fma(vec4<f32>(pr.x), vv, acc[0]);
+            acc[1] = fma(vec4<f32>(pr.y), vv, acc[1]);
+            acc[2] = fma(vec4<f32>(pr.z), vv, acc[2]);
+            acc[3] = fma(vec4<f32>(pr.w), vv, acc[3]);
+        }
+        if t < BR {
+            var total = row_sum[t] * row_shrink[t];
+            for (var i = 0u; i < parts; i++) {
+                total += part_sum[t * parts + i];
+            }
+            row_sum[t] = total;
+            row_max[t] = next_max[t];
+        }
+        workgroupBarrier();
+    }
+
+    // Normalise; a row that saw nothing (sum 0) is written as zeros.
+    let o_base = p.o_offset + hd.batch * p.o_stride_b + hd.head_q * p.o_stride_h;
+    for (var r = 0u; r < 4u; r++) {
+        let l = l0 + lid.y * 4u + r;
+        if l >= p.rows {
+            break;
+        }
+        let sum = row_sum[lid.y * 4u + r];
+        // NaN stays NaN (a NaN input poisons its row, as in the reference).
+        var inv = 1.0 / sum;
+        if sum == 0.0 {
+            inv = 0.0;
+        }
+        for (var c = 0u; c < 4u; c++) {
+            let j = lid.x * 4u + c;
+            if j < p.depth_v {
+                o[o_base + l * p.o_stride_l + j] = acc[r][c] * inv;
+            }
+        }
+    }
+}
