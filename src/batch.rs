@@ -101,7 +101,31 @@ impl<'k> Batch<'k> {
 
     /// Records everything into one encoder and submits it.
     pub fn submit(self) -> wgpu::SubmissionIndex {
+        self.submit_inner(false).0
+    }
+
+    /// Like [`submit`](Self::submit), but each dispatch gets a compute pass of its own with
+    /// GPU timestamps at its start and end (when the device has timestamp queries): read
+    /// them with [`Timestamps::read`] after the work completes.
+    pub fn submit_timed(self) -> (wgpu::SubmissionIndex, Option<Timestamps>) {
+        self.submit_inner(true)
+    }
+
+    fn submit_inner(self, timed: bool) -> (wgpu::SubmissionIndex, Option<Timestamps>) {
         let device = self.gpu.device();
+        let dispatches: Vec<&'static str> = self
+            .steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Dispatch { kernel, .. } => Some(kernel.name),
+                Step::Copy { .. } => None,
+            })
+            .collect();
+        let timestamps = (timed
+            && device.features().contains(wgpu::Features::TIMESTAMP_QUERY)
+            && !dispatches.is_empty()
+            && 2 * dispatches.len() <= wgpu::QUERY_SET_MAX_QUERIES as usize)
+            .then(|| Timestamps::new(self.gpu, dispatches));
         let params = buffer::upload_bytes(
             self.gpu,
             "wgpu-mha params",
@@ -112,6 +136,7 @@ impl<'k> Batch<'k> {
             label: Some("wgpu-mha forward"),
         });
         let mut steps = self.steps.into_iter().peekable();
+        let mut dispatch_index = 0u32;
         while let Some(step) = steps.next() {
             match step {
                 Step::Copy {
@@ -122,9 +147,17 @@ impl<'k> Batch<'k> {
                     size,
                 } => encoder.copy_buffer_to_buffer(&src, src_offset, &dst, dst_offset, size),
                 first @ Step::Dispatch { .. } => {
+                    let timestamp_writes =
+                        timestamps
+                            .as_ref()
+                            .map(|t| wgpu::ComputePassTimestampWrites {
+                                query_set: &t.queries,
+                                beginning_of_pass_write_index: Some(2 * dispatch_index),
+                                end_of_pass_write_index: Some(2 * dispatch_index + 1),
+                            });
                     let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                         label: Some("wgpu-mha kernels"),
-                        timestamp_writes: None,
+                        timestamp_writes,
                     });
                     let mut next = Some(first);
                     while let Some(Step::Dispatch {
@@ -138,14 +171,118 @@ impl<'k> Batch<'k> {
                         pass.set_pipeline(&kernel.pipeline);
                         pass.set_bind_group(0, &bind_group, &[]);
                         pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+                        dispatch_index += 1;
+                        // Timed: one pass per dispatch, so every kernel has its own stamps.
                         next = match steps.peek() {
-                            Some(Step::Dispatch { .. }) => steps.next(),
+                            Some(Step::Dispatch { .. }) if timestamps.is_none() => steps.next(),
                             _ => None,
                         };
                     }
                 }
             }
         }
-        self.gpu.queue().submit([encoder.finish()])
+        if let Some(t) = &timestamps {
+            encoder.resolve_query_set(&t.queries, 0..t.queries_len(), &t.resolved, 0);
+            encoder.copy_buffer_to_buffer(&t.resolved, 0, &t.staging, 0, t.resolved.size());
+        }
+        (self.gpu.queue().submit([encoder.finish()]), timestamps)
+    }
+}
+
+/// How long one run took.
+#[derive(Clone, Debug)]
+pub struct RunTiming {
+    /// Record + submit + wait, host wall clock.
+    pub wall: std::time::Duration,
+    /// GPU time of each dispatch, in submission order, from timestamp queries — `None` when
+    /// the device has none. Each dispatch then runs in a compute pass of its own. Some
+    /// drivers report these wrongly (lavapipe 22.3 reads 0 or half the real time for some
+    /// kernels): compare their sum with `wall` before trusting them.
+    pub kernels: Option<Vec<(&'static str, std::time::Duration)>>,
+}
+
+impl RunTiming {
+    /// Sum of the per-dispatch GPU times, if any.
+    pub fn gpu_total(&self) -> Option<std::time::Duration> {
+        self.kernels
+            .as_ref()
+            .map(|k| k.iter().map(|(_, d)| *d).sum())
+    }
+}
+
+/// Submits `batch` with timestamps, waits, and returns the timing.
+pub(crate) fn run_timed(gpu: &Gpu, batch: Batch) -> crate::Result<RunTiming> {
+    let start = std::time::Instant::now();
+    let (_, stamps) = batch.submit_timed();
+    buffer::wait(gpu)?;
+    let wall = start.elapsed();
+    let kernels = stamps
+        .map(|t| t.read(gpu))
+        .transpose()?
+        .map(|k| {
+            k.into_iter()
+                .map(|(name, ns)| (name, std::time::Duration::from_nanos(ns as u64)))
+                .collect()
+        });
+    Ok(RunTiming { wall, kernels })
+}
+
+/// GPU timestamps around each dispatch of a timed submission.
+pub(crate) struct Timestamps {
+    names: Vec<&'static str>,
+    queries: wgpu::QuerySet,
+    resolved: wgpu::Buffer,
+    staging: wgpu::Buffer,
+    period_ns: f64,
+}
+
+impl Timestamps {
+    fn new(gpu: &Gpu, names: Vec<&'static str>) -> Self {
+        let count = 2 * names.len() as u32;
+        let bytes = 8 * count as u64;
+        let device = gpu.device();
+        Self {
+            queries: device.create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("wgpu-mha timestamps"),
+                ty: wgpu::QueryType::Timestamp,
+                count,
+            }),
+            resolved: device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("wgpu-mha timestamps resolved"),
+                size: bytes,
+                usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            }),
+            staging: device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("wgpu-mha timestamps readback"),
+                size: bytes,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }),
+            period_ns: gpu.queue().get_timestamp_period() as f64,
+            names,
+        }
+    }
+
+    fn queries_len(&self) -> u32 {
+        2 * self.names.len() as u32
+    }
+
+    /// Each dispatch's kernel name and GPU time in nanoseconds, in submission order
+    /// (after the submission has completed).
+    pub fn read(&self, gpu: &Gpu) -> crate::Result<Vec<(&'static str, f64)>> {
+        let stamps: Vec<u64> = buffer::read_back(gpu, &[(&self.staging, self.queries_len() as usize)])?
+            .pop()
+            .unwrap_or_default();
+        let stamp = |i: usize| stamps[i];
+        Ok(self
+            .names
+            .iter()
+            .enumerate()
+            .map(|(i, &name)| {
+                let ticks = stamp(2 * i + 1).saturating_sub(stamp(2 * i));
+                (name, ticks as f64 * self.period_ns)
+            })
+            .collect())
     }
 }

@@ -89,13 +89,17 @@ pub(crate) fn staging(gpu: &Gpu, label: &str, len: usize) -> wgpu::Buffer {
     })
 }
 
-/// Maps each staging buffer and reads its first `len` floats, after one wait for the device.
-pub(crate) fn read_back(gpu: &Gpu, buffers: &[(&wgpu::Buffer, usize)]) -> Result<Vec<Vec<f32>>> {
+/// Maps each staging buffer and reads its first `len` elements, after one wait for the device.
+pub(crate) fn read_back<T: bytemuck::Pod>(
+    gpu: &Gpu,
+    buffers: &[(&wgpu::Buffer, usize)],
+) -> Result<Vec<Vec<T>>> {
+    let bytes = |len: usize| (len * size_of::<T>()) as u64;
     let receivers: Vec<_> = buffers
         .iter()
         .map(|(buffer, len)| {
             let (sender, receiver) = futures_intrusive::channel::shared::oneshot_channel();
-            buffer.map_async(wgpu::MapMode::Read, ..bytes_of_f32(*len).max(4), move |r| {
+            buffer.map_async(wgpu::MapMode::Read, ..bytes(*len).max(4), move |r| {
                 sender.send(r).ok();
             });
             receiver
@@ -111,9 +115,9 @@ pub(crate) fn read_back(gpu: &Gpu, buffers: &[(&wgpu::Buffer, usize)]) -> Result
                 .map_err(|e| Error::Readback(e.to_string()))?;
             let data = {
                 let view = buffer
-                    .get_mapped_range(..bytes_of_f32(*len).max(4))
+                    .get_mapped_range(..bytes(*len).max(4))
                     .map_err(|e| Error::Readback(e.to_string()))?;
-                bytemuck::cast_slice::<u8, f32>(&view)[..*len].to_vec()
+                bytemuck::cast_slice::<u8, T>(&view)[..*len].to_vec()
             };
             buffer.unmap();
             Ok(data)

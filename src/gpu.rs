@@ -143,9 +143,11 @@ impl Gpu {
         // The adapter's own limits: wgpu's defaults are smaller than most adapters (on
         // lavapipe they refuse 512 MiB buffers and 1024-invocation workgroups).
         let limits = adapter.limits();
+        // Timestamp queries time each kernel in the benchmark, where the adapter has them.
+        let features = adapter.features() & wgpu::Features::TIMESTAMP_QUERY;
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("wgpu-mha"),
-            required_features: wgpu::Features::empty(),
+            required_features: features,
             required_limits: limits,
             ..Default::default()
         }))

@@ -45,6 +45,7 @@ mod sdpa;
 pub mod tensor;
 pub mod weights;
 
+pub use batch::RunTiming;
 pub use error::{Error, Result};
 pub use gpu::{Gpu, GpuOptions};
 pub use mha::{MultiHeadAttention, PreparedMha};

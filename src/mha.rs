@@ -10,7 +10,7 @@
 use std::path::Path;
 
 use crate::attention::{Core, CorePlan, record_core, scoped};
-use crate::batch::Batch;
+use crate::batch::{Batch, RunTiming, run_timed};
 use crate::buffer::{self, bytes_of_f32, check_binding, check_buffer};
 use crate::error::Result;
 use crate::gpu::Gpu;
@@ -375,6 +375,21 @@ impl PreparedMha<'_> {
             self.record(&mut batch)?;
             batch.submit();
             buffer::wait(gpu)
+        })
+    }
+
+    /// Like [`run`](Self::run), timed: the host's wall clock, and per-dispatch GPU
+    /// timestamps where the device has them (each dispatch then gets its own compute pass).
+    /// The wall time includes recording the commands.
+    pub fn run_timed(&self) -> Result<RunTiming> {
+        let gpu = &self.mha.gpu;
+        scoped(gpu, "timed run", || {
+            let start = std::time::Instant::now();
+            let mut batch = Batch::new(gpu);
+            self.record(&mut batch)?;
+            let mut timing = run_timed(gpu, batch)?;
+            timing.wall = start.elapsed();
+            Ok(timing)
         })
     }
 
