@@ -1,27 +1,30 @@
 // Fused attention (the FlashAttention-2 algorithm): O = softmax(Q·Kᵀ·scale + masks)·V for a
-// block of BR query rows of one head, walking the keys BC at a time with an online softmax.
+// block of BR = 4·WG_Y query rows of one head, walking the keys BC at a time with an online
+// softmax.
 // The score matrix never exists in memory — only one BR × BC block of it, in workgroup
 // memory — so memory grows linearly with sequence length.
 //
 // Per block of keys, three phases separated by barriers:
-//   A. scores: each invocation computes 4 × 4 micro-tiles of S = Q·Kᵀ (Q staged in
-//      workgroup memory once, K read as vec4 along the head dimension), then scale, masks,
-//      causal; written transposed into p_tile so phase C reads four rows at once.
+//   A. scores: the workgroup stages the block's keys in workgroup memory (coalesced, once),
+//      then each invocation computes 4 × 4 micro-tiles of S = Q·Kᵀ from vec4 reads of the
+//      staged queries and keys, adds masks and causal, and writes them transposed into
+//      p_tile so phase C reads four rows at once.
 //   B. softmax statistics: each row is split over WG_X / 4 invocations, which find the
 //      row's new running max m (partial maxima, then their max), turn their scores into
 //      exp(s − m), and publish the factor exp(m_old − m_new) by which the row's accumulated
 //      output must shrink; the partial sums fold into the running sum l in phase C.
-//   C. output: each invocation owns a 4 × 4 block of O (rows × value columns) in registers,
-//      rescales it and adds P·V for the block.
+//   C. output: the block's values are staged where the keys were (during phase B); each
+//      invocation owns a 4 × 4 block of O (rows × value columns) in registers, rescales it
+//      and adds P·V for the block from vec4 reads.
 // Key blocks wholly past the causal limit of every row of the query block are never
 // visited. Rows that see no key at all end with l = 0 and are written as zeros.
 // heads.wgsl (prepended) maps z to (batch, head) and supplies neg_inf().
 
 override WG_X: u32 = 16u;   // invocations along value columns: ceil(dv / 4) rounded up, ≥ 4
 override D_VEC: u32 = 16u;  // vec4s of one staged query row: ceil(d / 4), rounded up
-override BC: u32 = 64u;     // keys per block: a multiple of 4 and of WG_X / 4
-const BR: u32 = 16u;        // query rows per workgroup
-const WG_Y: u32 = 4u;       // BR / 4 invocation rows
+override WG_Y: u32 = 4u;    // invocation rows: the workgroup takes BR = 4·WG_Y query rows
+override BC: u32 = 32u;     // keys per block: a multiple of 4 and of WG_X / 4
+override KV_VEC: u32 = 16u; // vec4s of one staged key or value row: max(D_VEC, WG_X)
 
 struct Params {
     rows: u32,          // L
@@ -70,42 +73,64 @@ struct Params {
 @group(0) @binding(5) var<storage, read> mask1: array<f32>;
 @group(0) @binding(6) var<storage, read_write> o: array<f32>;
 
-var<workgroup> q_tile: array<vec4<f32>, BR * D_VEC>; // [row][i / 4], pre-scaled
+var<workgroup> q_tile: array<vec4<f32>, 4 * WG_Y * D_VEC>; // [row][i / 4], pre-scaled
 var<workgroup> p_tile: array<vec4<f32>, BC * WG_Y>;  // [key][row / 4]
-var<workgroup> row_max: array<f32, BR>;
-var<workgroup> row_sum: array<f32, BR>;
-var<workgroup> row_shrink: array<f32, BR>;
-var<workgroup> next_max: array<f32, BR>;
+var<workgroup> kv_tile: array<vec4<f32>, BC * KV_VEC>; // [key][i / 4]: keys, then values
+var<workgroup> row_max: array<f32, 4 * WG_Y>;
+var<workgroup> row_sum: array<f32, 4 * WG_Y>;
+var<workgroup> row_shrink: array<f32, 4 * WG_Y>;
+var<workgroup> next_max: array<f32, 4 * WG_Y>;
 // Per (row, part) partial max and sum: phase B splits each row over WG_X / 4 invocations.
 var<workgroup> part_max: array<f32, WG_X * WG_Y>;
 var<workgroup> part_sum: array<f32, WG_X * WG_Y>;
 
-// Elements i .. i+3 of the key row starting at `row` (zeros past the head dimension).
-fn key4(row: u32, i: u32) -> vec4<f32> {
-    if i + 4u <= p.depth {
-        return vec4<f32>(k[row + i], k[row + i + 1u], k[row + i + 2u], k[row + i + 3u]);
+// Four consecutive elements from `at` of K or V, of which the first `n` exist.
+fn key4(at: u32, n: u32) -> vec4<f32> {
+    if n >= 4u {
+        return vec4<f32>(k[at], k[at + 1u], k[at + 2u], k[at + 3u]);
     }
-    var r = vec4<f32>(0.0);
-    for (var c = 0u; c < 4u; c++) {
-        if i + c < p.depth {
-            r[c] = k[row + i + c];
-        }
+    var x = vec4<f32>(0.0);
+    for (var c = 0u; c < n; c++) {
+        x[c] = k[at + c];
     }
-    return r;
+    return x;
 }
 
-// Columns j .. j+3 of the value row starting at `row` (zeros past the value head size).
-fn value4(row: u32, j: u32) -> vec4<f32> {
-    if j + 4u <= p.depth_v {
-        return vec4<f32>(v[row + j], v[row + j + 1u], v[row + j + 2u], v[row + j + 3u]);
+fn value4(at: u32, n: u32) -> vec4<f32> {
+    if n >= 4u {
+        return vec4<f32>(v[at], v[at + 1u], v[at + 2u], v[at + 3u]);
     }
-    var r = vec4<f32>(0.0);
-    for (var c = 0u; c < 4u; c++) {
-        if j + c < p.depth_v {
-            r[c] = v[row + j + c];
+    var x = vec4<f32>(0.0);
+    for (var c = 0u; c < n; c++) {
+        x[c] = v[at + c];
+    }
+    return x;
+}
+
+// Stages rows s0 .. s0+BC of K (`values` false) or V into kv_tile, a vec4 per invocation
+// step, zeros past the end of the sequence and of the head.
+fn stage_kv(t: u32, base: u32, s0: u32, values: bool) {
+    let invocations = WG_X * WG_Y;
+    var width = p.depth;
+    var stride = p.k_stride_s;
+    if values {
+        width = p.depth_v;
+        stride = p.v_stride_s;
+    }
+    for (var idx = t; idx < BC * KV_VEC; idx += invocations) {
+        let c = idx / KV_VEC;
+        let i = (idx % KV_VEC) * 4u;
+        var x = vec4<f32>(0.0);
+        if s0 + c < p.cols && i < width {
+            let at = base + (s0 + c) * stride + i;
+            if values {
+                x = value4(at, width - i);
+            } else {
+                x = key4(at, width - i);
+            }
         }
+        kv_tile[idx] = x;
     }
-    return r;
 }
 
 @compute @workgroup_size(WG_X, WG_Y, 1)
@@ -115,23 +140,29 @@ fn main(
     @builtin(local_invocation_index) t: u32,
 ) {
     let invocations = WG_X * WG_Y;
+    let br = 4u * WG_Y;
     let hd = head_of(wg.z, 0u, p.heads_q, p.group);
-    let l0 = wg.x * BR;
+    let l0 = wg.x * br;
     let q_base = p.q_offset + hd.batch * p.q_stride_b + hd.head_q * p.q_stride_h;
     let k_base = p.k_offset + hd.batch * p.k_stride_b + hd.head_kv * p.k_stride_h;
     let v_base = p.v_offset + hd.batch * p.v_stride_b + hd.head_kv * p.v_stride_h;
 
     // Stage the block's queries, scaled once here instead of every score later.
-    for (var idx = t; idx < BR * D_VEC * 4u; idx += invocations) {
-        let r = idx / (D_VEC * 4u);
-        let i = idx % (D_VEC * 4u);
-        var x = 0.0;
-        if l0 + r < p.rows && i < p.depth {
-            x = q[q_base + (l0 + r) * p.q_stride_l + i] * p.scale;
+    for (var idx = t; idx < br * D_VEC; idx += invocations) {
+        let r = idx / D_VEC;
+        let i = (idx % D_VEC) * 4u;
+        var x = vec4<f32>(0.0);
+        if l0 + r < p.rows {
+            let at = q_base + (l0 + r) * p.q_stride_l + i;
+            for (var c = 0u; c < 4u; c++) {
+                if i + c < p.depth {
+                    x[c] = q[at + c];
+                }
+            }
         }
-        q_tile[r * D_VEC + i / 4u][i % 4u] = x;
+        q_tile[idx] = x * p.scale;
     }
-    for (var r = t; r < BR; r += invocations) {
+    for (var r = t; r < br; r += invocations) {
         row_max[r] = neg_inf();
         row_sum[r] = 0.0;
     }
@@ -141,7 +172,7 @@ fn main(
     var kv_end = p.cols;
     let causal = (p.flags & 4u) != 0u;
     if causal {
-        let last_visible = i32(min(l0 + BR, p.rows)) - 1 + p.causal_offset;
+        let last_visible = i32(min(l0 + br, p.rows)) - 1 + p.causal_offset;
         kv_end = u32(clamp(last_visible + 1, 0, i32(p.cols)));
     }
 
@@ -155,15 +186,13 @@ fn main(
 
     var acc = array<vec4<f32>, 4>(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
     for (var s0 = 0u; s0 < kv_end; s0 += BC) {
-        // A. Scores of 4 × 4 micro-tiles. Keys past the end read the last key (valid
-        // memory, no branch in the inner loop) and are masked to -inf afterwards.
+        // A. Scores of 4 × 4 micro-tiles, from the staged keys (zeros past the end, masked
+        // to -inf below).
+        stage_kv(t, k_base, s0, false);
+        workgroupBarrier();
         for (var tile = t; tile < WG_Y * (BC / 4u); tile += invocations) {
             let rg = tile / (BC / 4u);
             let kg = tile % (BC / 4u);
-            var rows: array<u32, 4>;
-            for (var c = 0u; c < 4u; c++) {
-                rows[c] = k_base + min(s0 + kg * 4u + c, p.cols - 1u) * p.k_stride_s;
-            }
             var sc = array<vec4<f32>, 4>(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
             for (var i4 = 0u; i4 < D_VEC; i4++) {
                 let q0 = q_tile[(rg * 4u + 0u) * D_VEC + i4];
@@ -171,7 +200,7 @@ fn main(
                 let q2 = q_tile[(rg * 4u + 2u) * D_VEC + i4];
                 let q3 = q_tile[(rg * 4u + 3u) * D_VEC + i4];
                 for (var c = 0u; c < 4u; c++) {
-                    let kv = key4(rows[c], i4 * 4u);
+                    let kv = kv_tile[(kg * 4u + c) * KV_VEC + i4];
                     sc[0][c] += dot(q0, kv);
                     sc[1][c] += dot(q1, kv);
                     sc[2][c] += dot(q2, kv);
@@ -238,6 +267,8 @@ fn main(
             next_max[stat_row] = m_new;
             row_shrink[stat_row] = shrink;
         }
+        // The keys are done with: stage the values in their place.
+        stage_kv(t, v_base, s0, true);
         workgroupBarrier();
 
         // C. Rescale this invocation's 4 × 4 block of O and add P·V; fold the row sums.
@@ -245,16 +276,15 @@ fn main(
             acc[r] *= row_shrink[lid.y * 4u + r];
         }
         let keys = min(BC, kv_end - s0);
-        let v_col = lid.x * 4u;
         for (var c = 0u; c < keys; c++) {
             let pr = p_tile[c * WG_Y + lid.y];
-            let vv = value4(v_base + (s0 + c) * p.v_stride_s, v_col);
+            let vv = kv_tile[c * KV_VEC + lid.x];
             acc[0] = fma(vec4<f32>(pr.x), vv, acc[0]);
             acc[1] = fma(vec4<f32>(pr.y), vv, acc[1]);
             acc[2] = fma(vec4<f32>(pr.z), vv, acc[2]);
             acc[3] = fma(vec4<f32>(pr.w), vv, acc[3]);
         }
-        if t < BR {
+        if t < br {
             var total = row_sum[t] * row_shrink[t];
             for (var i = 0u; i < parts; i++) {
                 total += part_sum[t * parts + i];

@@ -147,7 +147,7 @@ impl Workspace {
 /// path's scratch buffers, or the fused path's pipeline.
 pub(crate) enum CorePlan {
     ThreePass(Workspace),
-    Fused(Kernel),
+    Fused(Kernel, fused::Variant),
 }
 
 impl CorePlan {
@@ -159,11 +159,12 @@ impl CorePlan {
         path: AttentionPath,
         weights: Option<bool>,
     ) -> Result<Self> {
-        let variant = fused::Variant::for_dims(dims.head_dim, dims.head_dim_v);
-        let fused = || {
-            gpu.kernels()
-                .fused(gpu.device(), &gpu.limits(), variant)
-                .map(CorePlan::Fused)
+        let fused = || -> Result<Self> {
+            let limits = gpu.limits();
+            let variant =
+                fused::Variant::for_dims(dims.len_q, dims.head_dim, dims.head_dim_v, &limits)?;
+            let kernel = gpu.kernels().fused(gpu.device(), &limits, variant)?;
+            Ok(CorePlan::Fused(kernel, variant))
         };
         let three_pass =
             || Workspace::new(gpu, dims, weights == Some(true)).map(CorePlan::ThreePass);
@@ -188,7 +189,7 @@ impl CorePlan {
     pub fn path(&self) -> AttentionPath {
         match self {
             CorePlan::ThreePass(_) => AttentionPath::ThreePass,
-            CorePlan::Fused(_) => AttentionPath::Fused,
+            CorePlan::Fused(..) => AttentionPath::Fused,
         }
     }
 
@@ -196,7 +197,7 @@ impl CorePlan {
     pub fn bytes(&self) -> u64 {
         match self {
             CorePlan::ThreePass(ws) => ws.bytes(),
-            CorePlan::Fused(_) => 0,
+            CorePlan::Fused(..) => 0,
         }
     }
 }
@@ -214,7 +215,7 @@ pub(crate) fn record_core<'k>(
         .causal
         .map(|c| c.offset(dims.len_q, dims.len_kv) as i32);
     let ws = match plan {
-        CorePlan::Fused(kernel) => {
+        CorePlan::Fused(kernel, variant) => {
             if core.weights.is_some() {
                 return Err(Error::Config(
                     "the fused path cannot return attention weights".into(),
@@ -224,7 +225,7 @@ pub(crate) fn record_core<'k>(
             fused::record(
                 batch,
                 kernels,
-                kernel,
+                (kernel, *variant),
                 &fused::Fused {
                     dims: *dims,
                     q: core.q,

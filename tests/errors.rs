@@ -1236,13 +1236,21 @@ fn small_budget_gpu() -> Gpu {
     .clone()
 }
 
+/// The three-pass path: the only one whose score blocks the memory budget limits.
+fn three_pass() -> SdpaOptions<'static> {
+    SdpaOptions {
+        path: AttentionPath::ThreePass,
+        ..Default::default()
+    }
+}
+
 #[test]
 fn memory_budget_too_small_for_one_query_row() {
     let gpu = small_budget_gpu();
     // One row of scores: 1 head × 2048 keys × 4 bytes = 8 KiB > 4 KiB.
     let (q, k, v) = (t(&[1, 1, 2, D]), t(&[1, 1, 2048, D]), t(&[1, 1, 2048, D]));
     let err = assert_err!(
-        scaled_dot_product_attention(&gpu, &q, &k, &v, &SdpaOptions::default()),
+        scaled_dot_product_attention(&gpu, &q, &k, &v, &three_pass()),
         Error::TooLarge {
             needed: 8192,
             limit: 4096,
@@ -1263,7 +1271,10 @@ fn memory_budget_too_small_for_one_query_row() {
             &t(&[2, 1, D]),
             &t(&[2048, 1, D]),
             &t(&[2048, 1, D]),
-            &MhaOptions::default()
+            &MhaOptions {
+                path: AttentionPath::ThreePass,
+                ..Default::default()
+            }
         ),
         Error::TooLarge {
             limit_name: "memory budget",
@@ -1273,9 +1284,13 @@ fn memory_budget_too_small_for_one_query_row() {
         "2048 keys",
     );
 
+    // The fused path (what Auto picks) stores no scores: the same problem runs.
+    let out = scaled_dot_product_attention(&gpu, &q, &k, &v, &SdpaOptions::default()).unwrap();
+    assert_eq!(out.shape, [1, 1, 2, D]);
+
     // The refusal leaves the device usable: a problem that fits still runs.
     let (k, v) = (t(&[1, 1, 512, D]), t(&[1, 1, 512, D]));
-    let out = scaled_dot_product_attention(&gpu, &q, &k, &v, &SdpaOptions::default()).unwrap();
+    let out = scaled_dot_product_attention(&gpu, &q, &k, &v, &three_pass()).unwrap();
     assert_eq!(out.shape, [1, 1, 2, D]);
 }
 
@@ -1290,7 +1305,7 @@ fn memory_budget_from_gpu_options_is_honoured() {
     assert_eq!(gpu.memory_budget(), 4096);
     let (q, k, v) = (t(&[1, 1, 1, D]), t(&[1, 1, 1025, D]), t(&[1, 1, 1025, D]));
     assert_err!(
-        scaled_dot_product_attention(&gpu, &q, &k, &v, &SdpaOptions::default()),
+        scaled_dot_product_attention(&gpu, &q, &k, &v, &three_pass()),
         Error::TooLarge { .. },
         "memory budget",
     );

@@ -12,9 +12,6 @@ use crate::batch::Batch;
 use crate::error::{Error, Result};
 use crate::problem::CoreDims;
 
-/// Query rows per workgroup (`BR` in the shader).
-pub const BLOCK_ROWS: u32 = 16;
-
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
 pub(crate) struct Params {
@@ -37,60 +34,110 @@ pub(crate) struct Params {
     mask1: [u32; 4],
 }
 
-/// The pipeline class of a problem: override constants of `fused.wgsl`.
+/// The pipeline class of a problem: the override constants of `fused.wgsl`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct Variant {
+    /// Invocations along value columns (4 columns each).
     pub wg_x: u32,
+    /// Invocation rows; the workgroup takes `4·wg_y` query rows.
+    pub wg_y: u32,
+    /// vec4s of a staged query row.
     pub d_vec: u32,
+    /// Keys per block.
     pub bc: u32,
 }
 
+/// (query rows, keys) per workgroup, most reuse of each staged key first. More query rows
+/// per workgroup share each staged key and value among more rows; they need more workgroup
+/// memory and leave more of the last block idle on short queries.
+const BLOCKS: [(u32, u32); 6] = [(32, 32), (64, 16), (32, 16), (16, 32), (16, 16), (16, 8)];
+
 impl Variant {
-    /// The class for head sizes `d` (queries, keys) and `dv` (values): one invocation
-    /// column per four value columns (at least four, so each of the 16 rows has an
-    /// invocation for its statistics), one key per invocation per block up to 64.
-    pub fn for_dims(d: usize, dv: usize) -> Self {
+    /// Every class that could run head sizes `d`, `dv` (any device), best first.
+    fn candidates(d: usize, dv: usize) -> impl Iterator<Item = Self> {
         let vecs = |n: usize| (n.div_ceil(4) as u32).next_power_of_two();
+        // At least four invocation columns: each row's statistics need an invocation.
         let wg_x = vecs(dv).max(4);
-        Self {
+        let d_vec = vecs(d);
+        BLOCKS.into_iter().map(move |(rows, bc)| Self {
             wg_x,
-            d_vec: vecs(d),
-            bc: (4 * wg_x).min(64),
-        }
+            wg_y: rows / 4,
+            d_vec,
+            bc,
+        })
+    }
+
+    /// The class for a problem with `len_q` query rows and head sizes `d`, `dv` on a device
+    /// with `limits`: the first candidate that fits, preferring no more query rows per
+    /// workgroup than the problem has. `Err` names the limit when none fits.
+    pub fn for_dims(len_q: usize, d: usize, dv: usize, limits: &wgpu::Limits) -> Result<Self> {
+        let fitting: Vec<Self> = Self::candidates(d, dv)
+            .filter(|v| v.check(limits).is_ok())
+            .collect();
+        let short = (len_q as u32).next_power_of_two().max(16);
+        fitting
+            .iter()
+            .find(|v| v.rows() <= short)
+            .or(fitting.first())
+            .copied()
+            .ok_or_else(|| {
+                let smallest = Self::candidates(d, dv).last().expect("non-empty");
+                smallest.check(limits).expect_err("nothing fits")
+            })
+    }
+
+    /// Query rows per workgroup.
+    pub fn rows(&self) -> u32 {
+        4 * self.wg_y
     }
 
     pub fn invocations(&self) -> u32 {
-        self.wg_x * 4
+        self.wg_x * self.wg_y
     }
 
-    /// Bytes of workgroup memory: staged queries, the block of probabilities, row stats.
+    /// vec4s of one staged key or value row.
+    pub fn kv_vec(&self) -> u32 {
+        self.d_vec.max(self.wg_x)
+    }
+
+    /// Bytes of workgroup memory: staged queries, staged keys/values, the block of
+    /// probabilities, row statistics.
     pub fn workgroup_bytes(&self) -> u32 {
-        BLOCK_ROWS * self.d_vec * 16
-            + self.bc * 4 * 16
-            + 4 * BLOCK_ROWS * 4
+        self.rows() * self.d_vec * 16
+            + self.bc * self.kv_vec() * 16
+            + self.bc * self.wg_y * 16
+            + 4 * self.rows() * 4
             + 2 * self.invocations() * 4
     }
 
     /// Whether the device can run this class; the error says which limit stops it.
     pub fn check(&self, limits: &wgpu::Limits) -> Result<()> {
+        let too_large = |what: &str, needed: u32, limit: u32, limit_name| {
+            Err(Error::TooLarge {
+                what: format!("fused attention {what} for this head size"),
+                needed: needed as u64,
+                limit: limit as u64,
+                limit_name,
+            })
+        };
+        if !self.bc.is_multiple_of(self.wg_x / 4) {
+            return too_large("row statistics", self.wg_x / 4, self.bc, "keys per block");
+        }
         if self.invocations() > limits.max_compute_invocations_per_workgroup {
-            return Err(Error::TooLarge {
-                what: format!(
-                    "fused attention workgroup for this head size ({} invocations)",
-                    self.invocations()
-                ),
-                needed: self.invocations() as u64,
-                limit: limits.max_compute_invocations_per_workgroup as u64,
-                limit_name: "max_compute_invocations_per_workgroup",
-            });
+            return too_large(
+                "workgroup",
+                self.invocations(),
+                limits.max_compute_invocations_per_workgroup,
+                "max_compute_invocations_per_workgroup",
+            );
         }
         if self.workgroup_bytes() > limits.max_compute_workgroup_storage_size {
-            return Err(Error::TooLarge {
-                what: "fused attention workgroup memory for this head size".into(),
-                needed: self.workgroup_bytes() as u64,
-                limit: limits.max_compute_workgroup_storage_size as u64,
-                limit_name: "max_compute_workgroup_storage_size",
-            });
+            return too_large(
+                "workgroup memory",
+                self.workgroup_bytes(),
+                limits.max_compute_workgroup_storage_size,
+                "max_compute_workgroup_storage_size",
+            );
         }
         Ok(())
     }
@@ -111,8 +158,10 @@ pub(crate) fn build(device: &wgpu::Device, variant: Variant) -> Kernel {
         &[true, true, true, true, true, false],
         &[
             ("WG_X", variant.wg_x as f64),
+            ("WG_Y", variant.wg_y as f64),
             ("D_VEC", variant.d_vec as f64),
             ("BC", variant.bc as f64),
+            ("KV_VEC", variant.kv_vec() as f64),
         ],
     )
 }
@@ -137,7 +186,7 @@ fn view(v: &HeadView) -> [u32; 4] {
 pub(crate) fn record<'k>(
     batch: &mut Batch<'k>,
     kernels: &'k Kernels,
-    kernel: &'k Kernel,
+    (kernel, variant): (&'k Kernel, Variant),
     f: &Fused,
 ) {
     let d = &f.dims;
@@ -183,7 +232,7 @@ pub(crate) fn record<'k>(
             f.out.buffer,
         ],
         [
-            (d.len_q as u32).div_ceil(BLOCK_ROWS),
+            (d.len_q as u32).div_ceil(variant.rows()),
             1,
             (d.batch * d.heads_q) as u32,
         ],

@@ -64,7 +64,7 @@ impl Default for GemmTiles {
         Self {
             wg_x: 16,
             wg_y: 16,
-            bk: 16,
+            bk: 32,
         }
     }
 }
