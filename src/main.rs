@@ -29,7 +29,7 @@ enum Command {
     /// F.scaled_dot_product_attention on tensors read from a safetensors file.
     Sdpa(cli::run::SdpaArgs),
     /// Benchmark the built-in presets (or a custom shape) on the adapter.
-    Bench(cli::bench::BenchArgs),
+    Bench(Box<cli::bench::BenchArgs>),
 }
 
 fn main() -> ExitCode {

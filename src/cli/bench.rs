@@ -4,7 +4,9 @@
 //! alone. For each: the first run (buffer allocation, and the driver's shader compilation
 //! where it compiles lazily), then a warm-up and N timed runs of the kernels alone
 //! (record + submit + wait, wall clock), with upload and readback timed apart; the CPU
-//! reference on the same inputs, for the speed-up and the error.
+//! reference on the same inputs, for the speed-up and the error. Then each kernel of the
+//! path alone ([`PreparedMha::run_kernel`]), for a per-pass breakdown. `--sweep` runs one
+//! shape over a list of sequence lengths instead (`super::sweep`).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -14,9 +16,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde::{Deserialize, Serialize};
 use wgpu_mha::check::compare;
+use wgpu_mha::kernels::KERNEL_NAMES;
 use wgpu_mha::{
-    Causal, Error, Gpu, MhaConfig, MhaOptions, MhaWeights, MultiHeadAttention, PreparedSdpa,
-    Result, SdpaOptions, Tensor, reference,
+    AttentionPath, Causal, Error, Gpu, MhaConfig, MhaOptions, MhaWeights, MultiHeadAttention,
+    PreparedMha, PreparedSdpa, Result, SdpaOptions, Tensor, reference,
 };
 
 use super::{DeviceArgs, Outcome, describe};
@@ -63,22 +66,35 @@ pub struct BenchArgs {
     causal: bool,
     /// Timed runs per row (default: as many as fit about two seconds, 3 to 30).
     #[arg(long)]
-    iters: Option<usize>,
+    pub iters: Option<usize>,
     /// Skip the CPU reference (no speed-up, no error check) — for huge shapes.
     #[arg(long)]
-    no_cpu: bool,
+    pub no_cpu: bool,
     /// Write every figure as JSON (an array of row objects).
     #[arg(long, value_name = "FILE")]
-    json: Option<PathBuf>,
+    pub json: Option<PathBuf>,
     /// Write every figure as CSV.
     #[arg(long, value_name = "FILE")]
-    csv: Option<PathBuf>,
+    pub csv: Option<PathBuf>,
     /// Print new/old time ratios against an earlier --json file.
     #[arg(long, value_name = "OLD.json")]
-    compare: Option<PathBuf>,
+    pub compare: Option<PathBuf>,
     /// Seed of the random inputs.
     #[arg(long, default_value_t = 0x5eed)]
-    seed: u64,
+    pub seed: u64,
+    /// Paths to run (repeatable); default: mha and sdpa, or all of them with --sweep.
+    #[arg(long = "path", value_enum)]
+    pub paths: Vec<Path>,
+    /// Timed runs of each kernel alone, for the per-pass breakdown (0: no breakdown).
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    pub pass_runs: usize,
+    /// Sweep the first preset (default bert-base; or the custom shape) over query = key
+    /// lengths, e.g. `seq=256,512,1024`, on every path, and plot time and GFLOP/s.
+    #[arg(long, value_name = "seq=L1,L2,...", value_parser = super::sweep::parse_spec)]
+    pub sweep: Option<super::sweep::SweepSpec>,
+    /// Where --sweep writes its plots (PNG and SVG).
+    #[arg(long, value_name = "DIR", default_value = "target/wgpu-mha-sweep")]
+    pub plot_dir: PathBuf,
 }
 
 /// One benchmark shape.
@@ -138,37 +154,154 @@ impl Shape {
     }
 
     /// FLOPs counted for a row: attention core 4·B·H·pairs·d (causal: the visible pairs
-    /// only), plus 2·B·L·E·E per projection for the full forward.
-    fn flops(&self, path: Path) -> f64 {
+    /// only), plus 2·B·L·E·E per projection when the path runs the projections.
+    pub fn flops(&self, path: Path) -> f64 {
         let core = 4.0 * (self.batch * self.heads) as f64 * self.pairs() * self.head_dim() as f64;
-        match path {
-            Path::Sdpa => core,
-            Path::Mha => {
-                let e = self.d_model as f64;
-                let b = self.batch as f64;
-                core + 2.0 * b * e * e * (2.0 * self.seq as f64 + 2.0 * self.kv_seq as f64)
-            }
+        if !path.projections() {
+            return core;
+        }
+        let e = self.d_model as f64;
+        let b = self.batch as f64;
+        core + 2.0 * b * e * e * (2.0 * self.seq as f64 + 2.0 * self.kv_seq as f64)
+    }
+
+    /// The same shape with query and key/value length `len`.
+    pub fn with_len(&self, len: usize) -> Self {
+        Shape {
+            seq: len,
+            kv_seq: len,
+            ..self.clone()
         }
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum Path {
+/// One way of computing attention that the bench times. Every table, file, sweep and plot
+/// iterates these; a new path is one more variant here, its entries in the `match`es below,
+/// and (if it needs other inputs) its arm in [`measure`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Path {
+    /// `nn.MultiheadAttention` forward: in-projection, attention core (the library's
+    /// choice), out-projection.
     Mha,
+    /// `F.scaled_dot_product_attention` alone, the library's choice of core (fused unless
+    /// the device cannot run it).
     Sdpa,
+    /// SDPA with the three-pass core (QKᵀ, softmax, P·V) pinned: the baseline of the fused
+    /// kernel.
+    #[value(name = "sdpa-3pass")]
+    SdpaThreePass,
 }
+
+impl Path {
+    /// Every path: what `--sweep` runs unless `--path` is given.
+    pub const ALL: [Path; 3] = [Path::Mha, Path::Sdpa, Path::SdpaThreePass];
+    /// What a plain `bench` runs unless `--path` is given.
+    pub const DEFAULT: [Path; 2] = [Path::Mha, Path::Sdpa];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Path::Mha => "mha",
+            Path::Sdpa => "sdpa",
+            Path::SdpaThreePass => "sdpa-3pass",
+        }
+    }
+
+    /// The attention core asked of the library.
+    fn attention(self) -> AttentionPath {
+        match self {
+            Path::Mha | Path::Sdpa => AttentionPath::Auto,
+            Path::SdpaThreePass => AttentionPath::ThreePass,
+        }
+    }
+
+    /// Whether the path runs `shape` (the MHA forward has no grouped-query attention).
+    pub fn runs(self, shape: &Shape) -> bool {
+        match self {
+            Path::Mha => shape.mha,
+            Path::Sdpa | Path::SdpaThreePass => true,
+        }
+    }
+
+    /// Whether the counted FLOPs include the four projections.
+    fn projections(self) -> bool {
+        match self {
+            Path::Mha => true,
+            Path::Sdpa | Path::SdpaThreePass => false,
+        }
+    }
+
+    /// Kernels a forward of this path never dispatches as the bench prepares it: `linear`
+    /// without projections, `head_mean` always (the bench asks for no attention weights).
+    fn never_runs(self) -> &'static [&'static str] {
+        match self {
+            Path::Mha => &["head_mean"],
+            Path::Sdpa | Path::SdpaThreePass => &["linear", "head_mean"],
+        }
+    }
+
+    /// The kernels timed alone for this path when the library ran `core`: every kernel of
+    /// the library ([`KERNEL_NAMES`], in the order a forward runs them) but those the path
+    /// never runs and those of the other core. A kernel this list gets wrong records nothing,
+    /// times as an empty submit, and is flagged `near_empty`.
+    pub fn kernels(self, core: AttentionPath) -> Vec<&'static str> {
+        let other_core: &[&str] = match core {
+            AttentionPath::Fused => &["qk", "softmax", "av"],
+            AttentionPath::ThreePass => &["fused"],
+            AttentionPath::Auto => &[],
+        };
+        KERNEL_NAMES
+            .iter()
+            .copied()
+            .filter(|k| !self.never_runs().contains(k) && !other_core.contains(k))
+            .collect()
+    }
+}
+
+/// How a row names the attention core that ran.
+fn core_name(core: AttentionPath) -> &'static str {
+    match core {
+        AttentionPath::Fused => "fused",
+        AttentionPath::ThreePass => "three-pass",
+        AttentionPath::Auto => "auto",
+    }
+}
+
+/// The clock of the per-pass figures; a GPU timestamp source would be another value.
+pub const PASS_CLOCK: &str = "wall clock, pass run alone (record + submit + wait)";
+
+/// One kernel of a row, run alone (`run_kernel`): every dispatch of that kernel in the
+/// forward (both projections for `linear`, every score block for the attention kernels).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PassTime {
+    pub kernel: String,
+    /// Where the figures come from (see [`PASS_CLOCK`]).
+    pub clock: String,
+    pub runs: usize,
+    pub median_ms: f64,
+    pub min_ms: f64,
+    pub max_ms: f64,
+    /// The median is within [`NEAR_EMPTY`]× an empty submit: the kernel most likely recorded
+    /// nothing (the library took another route for this call); left out of the sum.
+    #[serde(default)]
+    pub near_empty: bool,
+}
+
+/// A per-pass median at most this many times an empty submit's counts as "ran nothing".
+pub const NEAR_EMPTY: f64 = 2.0;
 
 /// Every figure of one row; this is what --json writes.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Row {
     pub preset: String,
     pub path: String,
+    /// The attention core the library ran: "fused" or "three-pass".
+    #[serde(default)]
+    pub core: String,
     pub shape: Shape,
     pub adapter: String,
     pub backend: String,
     pub crate_version: String,
-    /// Clock of every time below.
+    /// Clock of every time below except `passes` (each of which names its own).
     pub clock: String,
     pub first_ms: f64,
     pub upload_ms: f64,
@@ -186,9 +319,46 @@ pub struct Row {
     pub max_rel_err: Option<f64>,
     /// "ok", "FAILED", or "unchecked" (--no-cpu).
     pub check: String,
+    /// Each kernel of the path alone, in the order the forward runs them (empty with
+    /// `--pass-runs 0`).
+    #[serde(default)]
+    pub passes: Vec<PassTime>,
+    /// Median of an empty submit (encoder + submit + wait), the fixed cost inside every
+    /// per-pass figure; same clock as `passes`.
+    #[serde(default)]
+    pub empty_submit_ms: Option<f64>,
 }
 
-fn ms(d: Duration) -> f64 {
+impl Row {
+    /// Sum of the per-pass medians, those near an empty submit left out (None when none
+    /// is left).
+    pub fn pass_sum_ms(&self) -> Option<f64> {
+        let ran: Vec<f64> = self
+            .passes
+            .iter()
+            .filter(|p| !p.near_empty)
+            .map(|p| p.median_ms)
+            .collect();
+        (!ran.is_empty()).then(|| ran.iter().fold(0.0, |a, b| a + b))
+    }
+
+    /// The per-pass figures of `kernel`, if it was timed.
+    pub fn pass(&self, kernel: &str) -> Option<&PassTime> {
+        self.passes.iter().find(|p| p.kernel == kernel)
+    }
+
+    /// The per-pass median of `kernel`, if it was timed.
+    pub fn pass_ms(&self, kernel: &str) -> Option<f64> {
+        self.pass(kernel).map(|p| p.median_ms)
+    }
+
+    /// CPU-reference throughput with the same FLOP count as `gflops`.
+    pub fn cpu_gflops(&self) -> Option<f64> {
+        self.cpu_ms.map(|cpu| self.gflops * self.median_ms / cpu)
+    }
+}
+
+pub fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
@@ -219,6 +389,88 @@ fn time_runs(iters: Option<usize>, mut run: impl FnMut() -> Result<()>) -> Resul
     Ok(times)
 }
 
+/// What the per-pass timing needs of a prepared forward.
+trait Prepared {
+    fn run_kernel(&self, name: &str) -> Result<()>;
+}
+
+impl Prepared for PreparedMha<'_> {
+    fn run_kernel(&self, name: &str) -> Result<()> {
+        PreparedMha::run_kernel(self, name)
+    }
+}
+
+impl Prepared for PreparedSdpa {
+    fn run_kernel(&self, name: &str) -> Result<()> {
+        PreparedSdpa::run_kernel(self, name)
+    }
+}
+
+/// Each of `kernels` alone, `runs` times after one warm-up, on the inputs the timed
+/// forwards left in the buffers.
+fn time_passes(prepared: &dyn Prepared, kernels: &[&str], runs: usize) -> Result<Vec<PassTime>> {
+    if runs == 0 {
+        return Ok(Vec::new());
+    }
+    kernels
+        .iter()
+        .map(|&kernel| {
+            let times = time_runs(Some(runs), || prepared.run_kernel(kernel))?;
+            Ok(PassTime {
+                kernel: kernel.into(),
+                clock: PASS_CLOCK.into(),
+                runs: times.len(),
+                median_ms: times[times.len() / 2],
+                min_ms: times[0],
+                max_ms: times[times.len() - 1],
+                near_empty: false,
+            })
+        })
+        .collect()
+}
+
+/// Median of an empty submit: encoder, submit, wait, as `run_kernel` does around its
+/// dispatches.
+fn empty_submit_ms(gpu: &Gpu, runs: usize) -> Result<f64> {
+    let times = time_runs(Some(runs.max(3)), || {
+        let encoder = gpu
+            .device()
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("wgpu-mha bench empty submit"),
+            });
+        gpu.queue().submit([encoder.finish()]);
+        gpu.device()
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Wgpu {
+                during: "device poll",
+                message: e.to_string(),
+            })?;
+        Ok(())
+    })?;
+    Ok(times[times.len() / 2])
+}
+
+/// How a row is measured.
+#[derive(Clone, Copy, Debug)]
+pub struct Settings {
+    /// Timed forwards (None: as many as fit about two seconds).
+    pub iters: Option<usize>,
+    /// Run the CPU reference.
+    pub cpu: bool,
+    /// Timed runs of each kernel alone (0: none).
+    pub pass_runs: usize,
+}
+
+impl Settings {
+    pub fn from_args(args: &BenchArgs) -> Self {
+        Self {
+            iters: args.iters,
+            cpu: !args.no_cpu,
+            pass_runs: args.pass_runs,
+        }
+    }
+}
+
 /// What one path produced: its timings, its output, and the reference's.
 struct Measured {
     first_ms: f64,
@@ -226,11 +478,19 @@ struct Measured {
     times: Vec<f64>,
     readback_ms: f64,
     bytes: u64,
+    core: AttentionPath,
+    passes: Vec<PassTime>,
     got: Tensor,
     cpu: Option<(f64, Tensor)>,
 }
 
-fn measure_mha(gpu: &Gpu, shape: &Shape, args: &BenchArgs, rng: &mut StdRng) -> Result<Measured> {
+fn measure_mha(
+    gpu: &Gpu,
+    shape: &Shape,
+    path: Path,
+    set: Settings,
+    rng: &mut StdRng,
+) -> Result<Measured> {
     let config = MhaConfig::new(shape.d_model, shape.heads).with_batch_first(true);
     let weights = MhaWeights::random(&config, rng);
     let mha = MultiHeadAttention::new(gpu, config, &weights)?;
@@ -240,6 +500,7 @@ fn measure_mha(gpu: &Gpu, shape: &Shape, args: &BenchArgs, rng: &mut StdRng) -> 
     let kv_ref = kv.as_ref().unwrap_or(&x);
     let opts = MhaOptions {
         causal: shape.causal.then_some(Causal::TopLeft),
+        path: path.attention(),
         ..Default::default()
     };
 
@@ -253,11 +514,14 @@ fn measure_mha(gpu: &Gpu, shape: &Shape, args: &BenchArgs, rng: &mut StdRng) -> 
     let t = Instant::now();
     let prepared = mha.prepare(&x, kv_ref, kv_ref, &opts)?;
     let upload_ms = ms(t.elapsed());
-    let times = time_runs(args.iters, || prepared.run())?;
+    let times = time_runs(set.iters, || prepared.run())?;
     let t = Instant::now();
     let got = prepared.read()?.attn_output;
     let readback_ms = ms(t.elapsed());
-    let cpu = (!args.no_cpu)
+    let core = prepared.path();
+    let passes = time_passes(&prepared, &path.kernels(core), set.pass_runs)?;
+    let cpu = set
+        .cpu
         .then(|| -> Result<(f64, Tensor)> {
             let t = Instant::now();
             let want = reference::mha_forward(&config, &weights, &x, kv_ref, kv_ref, &opts)?;
@@ -270,12 +534,20 @@ fn measure_mha(gpu: &Gpu, shape: &Shape, args: &BenchArgs, rng: &mut StdRng) -> 
         times,
         readback_ms,
         bytes: prepared.allocated_bytes(),
+        core,
+        passes,
         got,
         cpu,
     })
 }
 
-fn measure_sdpa(gpu: &Gpu, shape: &Shape, args: &BenchArgs, rng: &mut StdRng) -> Result<Measured> {
+fn measure_sdpa(
+    gpu: &Gpu,
+    shape: &Shape,
+    path: Path,
+    set: Settings,
+    rng: &mut StdRng,
+) -> Result<Measured> {
     let d = shape.head_dim();
     let q = random(rng, &[shape.batch, shape.heads, shape.seq, d]);
     let k = random(rng, &[shape.batch, shape.kv_heads, shape.kv_seq, d]);
@@ -283,6 +555,7 @@ fn measure_sdpa(gpu: &Gpu, shape: &Shape, args: &BenchArgs, rng: &mut StdRng) ->
     let opts = SdpaOptions {
         causal: shape.causal.then_some(Causal::TopLeft),
         enable_gqa: shape.kv_heads != shape.heads,
+        path: path.attention(),
         ..Default::default()
     };
     let t = Instant::now();
@@ -295,11 +568,14 @@ fn measure_sdpa(gpu: &Gpu, shape: &Shape, args: &BenchArgs, rng: &mut StdRng) ->
     let t = Instant::now();
     let prepared = PreparedSdpa::prepare(gpu, &q, &k, &v, &opts)?;
     let upload_ms = ms(t.elapsed());
-    let times = time_runs(args.iters, || prepared.run())?;
+    let times = time_runs(set.iters, || prepared.run())?;
     let t = Instant::now();
     let got = prepared.read()?;
     let readback_ms = ms(t.elapsed());
-    let cpu = (!args.no_cpu)
+    let core = prepared.path();
+    let passes = time_passes(&prepared, &path.kernels(core), set.pass_runs)?;
+    let cpu = set
+        .cpu
         .then(|| -> Result<(f64, Tensor)> {
             let t = Instant::now();
             let want = reference::sdpa(&q, &k, &v, &opts)?;
@@ -312,12 +588,76 @@ fn measure_sdpa(gpu: &Gpu, shape: &Shape, args: &BenchArgs, rng: &mut StdRng) ->
         times,
         readback_ms,
         bytes: prepared.allocated_bytes(),
+        core,
+        passes,
         got,
         cpu,
     })
 }
 
-fn shapes(args: &BenchArgs) -> Result<Vec<Shape>> {
+/// Measures `shape` on `path`: one row of the table.
+pub fn measure(
+    gpu: &Gpu,
+    shape: &Shape,
+    path: Path,
+    set: Settings,
+    rng: &mut StdRng,
+) -> Result<Row> {
+    let mut m = match path {
+        Path::Mha => measure_mha(gpu, shape, path, set, rng)?,
+        Path::Sdpa | Path::SdpaThreePass => measure_sdpa(gpu, shape, path, set, rng)?,
+    };
+    let empty_submit_ms = if m.passes.is_empty() {
+        None
+    } else {
+        let empty = empty_submit_ms(gpu, set.pass_runs)?;
+        for p in &mut m.passes {
+            p.near_empty = p.median_ms <= NEAR_EMPTY * empty;
+        }
+        Some(empty)
+    };
+    let info = gpu.adapter_info();
+    let median = m.times[m.times.len() / 2];
+    let cmp = m.cpu.as_ref().map(|(_, want)| compare(&m.got, want));
+    Ok(Row {
+        preset: shape.name.clone(),
+        path: path.name().into(),
+        core: core_name(m.core).into(),
+        shape: shape.clone(),
+        adapter: info.name.clone(),
+        backend: format!("{:?}", info.backend),
+        crate_version: env!("CARGO_PKG_VERSION").into(),
+        clock: "wall clock (record + submit + wait)".into(),
+        first_ms: m.first_ms,
+        upload_ms: m.upload_ms,
+        iters: m.times.len(),
+        median_ms: median,
+        min_ms: m.times[0],
+        max_ms: *m.times.last().expect("at least one run"),
+        readback_ms: m.readback_ms,
+        gflops: shape.flops(path) / (median * 1e6),
+        flops_counted: if shape.causal {
+            "visible (causal) pairs only".into()
+        } else {
+            "all pairs".into()
+        },
+        gpu_mib: m.bytes as f64 / (1 << 20) as f64,
+        cpu_ms: m.cpu.as_ref().map(|(t, _)| *t),
+        speedup: m.cpu.as_ref().map(|(t, _)| t / median),
+        max_abs_err: cmp.map(|c| c.max_abs as f64),
+        max_rel_err: cmp.map(|c| c.max_rel as f64),
+        check: match cmp {
+            None => "unchecked".into(),
+            Some(c) if c.passed() => "ok".into(),
+            Some(_) => "FAILED".into(),
+        },
+        passes: m.passes,
+        empty_submit_ms,
+    })
+}
+
+/// The shapes `args` asks for: the presets, then the custom shape; all presets if neither.
+pub fn shapes(args: &BenchArgs) -> Result<Vec<Shape>> {
     let custom = [
         args.batch,
         args.seq,
@@ -363,78 +703,40 @@ fn shapes(args: &BenchArgs) -> Result<Vec<Shape>> {
     Ok(shapes)
 }
 
-pub fn run(device: &DeviceArgs, args: &BenchArgs) -> Result<Outcome> {
-    let shapes = shapes(args)?;
+/// The paths `args` asks for (`--path`), else `default`.
+pub fn paths(args: &BenchArgs, default: &[Path]) -> Vec<Path> {
+    if args.paths.is_empty() {
+        default.to_vec()
+    } else {
+        Path::ALL
+            .into_iter()
+            .filter(|p| args.paths.contains(p))
+            .collect()
+    }
+}
+
+/// Opens the device and prints the adapter line.
+pub fn open(device: &DeviceArgs) -> Result<Gpu> {
     let t = Instant::now();
     let gpu = device.open()?;
     let startup_ms = ms(t.elapsed());
-    let info = gpu.adapter_info().clone();
-    println!("adapter: {}", describe(&info));
+    println!("adapter: {}", describe(gpu.adapter_info()));
     println!("device + pipelines: {startup_ms:.0} ms (wall clock)");
+    Ok(gpu)
+}
 
-    let jobs: Vec<(Shape, Path)> = shapes
-        .iter()
-        .flat_map(|s| {
-            let mut v = Vec::new();
-            if s.mha {
-                v.push((s.clone(), Path::Mha));
-            }
-            v.push((s.clone(), Path::Sdpa));
-            v
-        })
-        .collect();
-    let bar = ProgressBar::new(jobs.len() as u64).with_style(
+/// A progress bar of `len` rows.
+pub fn progress(len: usize) -> ProgressBar {
+    ProgressBar::new(len as u64).with_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed}]")
             .expect("valid template"),
-    );
-    let mut rng = StdRng::seed_from_u64(args.seed);
-    let mut rows = Vec::new();
-    for (shape, path) in jobs {
-        bar.set_message(format!("{} {:?}", shape.name, path));
-        let m = match path {
-            Path::Mha => measure_mha(&gpu, &shape, args, &mut rng)?,
-            Path::Sdpa => measure_sdpa(&gpu, &shape, args, &mut rng)?,
-        };
-        let median = m.times[m.times.len() / 2];
-        let cmp = m.cpu.as_ref().map(|(_, want)| compare(&m.got, want));
-        rows.push(Row {
-            preset: shape.name.clone(),
-            path: format!("{path:?}").to_lowercase(),
-            shape: shape.clone(),
-            adapter: info.name.clone(),
-            backend: format!("{:?}", info.backend),
-            crate_version: env!("CARGO_PKG_VERSION").into(),
-            clock: "wall clock (record + submit + wait)".into(),
-            first_ms: m.first_ms,
-            upload_ms: m.upload_ms,
-            iters: m.times.len(),
-            median_ms: median,
-            min_ms: m.times[0],
-            max_ms: *m.times.last().expect("at least one run"),
-            readback_ms: m.readback_ms,
-            gflops: shape.flops(path) / (median * 1e6),
-            flops_counted: if shape.causal {
-                "visible (causal) pairs only".into()
-            } else {
-                "all pairs".into()
-            },
-            gpu_mib: m.bytes as f64 / (1 << 20) as f64,
-            cpu_ms: m.cpu.as_ref().map(|(t, _)| *t),
-            speedup: m.cpu.as_ref().map(|(t, _)| t / median),
-            max_abs_err: cmp.map(|c| c.max_abs as f64),
-            max_rel_err: cmp.map(|c| c.max_rel as f64),
-            check: match cmp {
-                None => "unchecked".into(),
-                Some(c) if c.passed() => "ok".into(),
-                Some(_) => "FAILED".into(),
-            },
-        });
-        bar.inc(1);
-    }
-    bar.finish_and_clear();
-    super::table::print(&rows);
+    )
+}
+
+/// Writes --json and --csv, prints --compare; the outcome of the checks.
+pub fn write_outputs(args: &BenchArgs, rows: &[Row]) -> Result<Outcome> {
     if let Some(path) = &args.json {
-        let text = serde_json::to_string_pretty(&rows).expect("rows serialize");
+        let text = serde_json::to_string_pretty(rows).expect("rows serialize");
         std::fs::write(path, text).map_err(|source| Error::Io {
             path: path.display().to_string(),
             source,
@@ -442,15 +744,45 @@ pub fn run(device: &DeviceArgs, args: &BenchArgs) -> Result<Outcome> {
         println!("wrote {}", path.display());
     }
     if let Some(path) = &args.csv {
-        super::table::write_csv(path, &rows)?;
+        super::table::write_csv(path, rows)?;
         println!("wrote {}", path.display());
     }
     if let Some(old) = &args.compare {
-        super::table::compare(old, &rows)?;
+        super::table::compare(old, rows)?;
     }
     Ok(if rows.iter().any(|r| r.check == "FAILED") {
         Outcome::CheckFailed
     } else {
         Outcome::Pass
     })
+}
+
+pub fn run(device: &DeviceArgs, args: &BenchArgs) -> Result<Outcome> {
+    let shapes = shapes(args)?;
+    if let Some(spec) = &args.sweep {
+        return super::sweep::run(device, args, &shapes[0], spec);
+    }
+    let gpu = open(device)?;
+    let jobs: Vec<(&Shape, Path)> = shapes
+        .iter()
+        .flat_map(|s| {
+            paths(args, &Path::DEFAULT)
+                .into_iter()
+                .filter(|p| p.runs(s))
+                .map(move |p| (s, p))
+        })
+        .collect();
+    let bar = progress(jobs.len());
+    let set = Settings::from_args(args);
+    let mut rng = StdRng::seed_from_u64(args.seed);
+    let mut rows = Vec::new();
+    for (shape, path) in jobs {
+        bar.set_message(format!("{} {}", shape.name, path.name()));
+        rows.push(measure(&gpu, shape, path, set, &mut rng)?);
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    super::table::print(&rows);
+    super::table::print_passes(&rows);
+    write_outputs(args, &rows)
 }

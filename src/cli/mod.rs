@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod info;
 pub mod run;
+pub mod sweep;
 pub mod table;
 
 use clap::{Args, ValueEnum};

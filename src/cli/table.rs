@@ -2,9 +2,10 @@
 
 use std::path::Path;
 
+use wgpu_mha::kernels::KERNEL_NAMES;
 use wgpu_mha::{Error, Result};
 
-use super::bench::Row;
+use super::bench::{NEAR_EMPTY, Row};
 
 fn opt(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
     v.map_or_else(|| "-".into(), f)
@@ -16,6 +17,7 @@ type Column = (&'static str, fn(&Row) -> String);
 const COLUMNS: &[Column] = &[
     ("preset", |r| r.preset.clone()),
     ("path", |r| r.path.clone()),
+    ("core", |r| r.core.clone()),
     ("shape", |r| r.shape_text()),
     ("first ms", |r| format!("{:.1}", r.first_ms)),
     ("median ms", |r| format!("{:.2}", r.median_ms)),
@@ -38,7 +40,7 @@ const COLUMNS: &[Column] = &[
 ];
 
 impl Row {
-    fn shape_text(&self) -> String {
+    pub fn shape_text(&self) -> String {
         let s = &self.shape;
         let mut text = format!("B{} L{}", s.batch, s.seq);
         if s.kv_seq != s.seq {
@@ -55,30 +57,27 @@ impl Row {
     }
 }
 
-/// Prints `rows` as a table with right-aligned numbers.
-pub fn print(rows: &[Row]) {
-    let cells: Vec<Vec<String>> = rows
-        .iter()
-        .map(|r| COLUMNS.iter().map(|(_, f)| f(r)).collect())
-        .collect();
-    let widths: Vec<usize> = COLUMNS
+/// Prints an aligned table: the first `left` columns left-aligned, the rest (numbers)
+/// right-aligned.
+pub fn render(headers: &[String], cells: &[Vec<String>], left: usize) {
+    let widths: Vec<usize> = headers
         .iter()
         .enumerate()
-        .map(|(i, (h, _))| {
+        .map(|(i, h)| {
             cells
                 .iter()
-                .map(|c| c[i].len())
-                .chain([h.len()])
+                .map(|c| c[i].chars().count())
+                .chain([h.chars().count()])
                 .max()
                 .unwrap_or(0)
         })
         .collect();
-    let line = |items: Vec<String>| {
+    let line = |items: &[String]| {
         items
             .iter()
             .enumerate()
             .map(|(i, s)| {
-                if i < 3 {
+                if i < left {
                     format!("{s:<w$}", w = widths[i])
                 } else {
                     format!("{s:>w$}", w = widths[i])
@@ -87,15 +86,23 @@ pub fn print(rows: &[Row]) {
             .collect::<Vec<_>>()
             .join("  ")
     };
-    println!();
-    println!(
-        "{}",
-        line(COLUMNS.iter().map(|(h, _)| h.to_string()).collect())
-    );
-    println!("{}", line(widths.iter().map(|w| "-".repeat(*w)).collect()));
+    println!("{}", line(headers));
+    let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
+    println!("{}", line(&rule));
     for c in cells {
         println!("{}", line(c));
     }
+}
+
+/// Prints `rows` as a table with right-aligned numbers.
+pub fn print(rows: &[Row]) {
+    let headers: Vec<String> = COLUMNS.iter().map(|(h, _)| h.to_string()).collect();
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| COLUMNS.iter().map(|(_, f)| f(r)).collect())
+        .collect();
+    println!();
+    render(&headers, &cells, 4);
     if let Some(r) = rows.first() {
         println!();
         println!(
@@ -104,6 +111,75 @@ pub fn print(rows: &[Row]) {
         );
         println!(
             "GFLOP/s from the median: attention core 4·B·H·pairs·d (causal rows count only the visible pairs), plus 2·B·L·E² per projection on the mha path. vs CPU = CPU-reference time / median. check: |gpu − ref| ≤ 1e-5·max(1, max|ref|) + 1e-4·|ref|."
+        );
+    }
+}
+
+/// The kernels timed in any of `rows`, in [`KERNEL_NAMES`] order.
+fn timed_kernels(rows: &[Row]) -> Vec<&'static str> {
+    KERNEL_NAMES
+        .iter()
+        .copied()
+        .filter(|k| rows.iter().any(|r| r.pass_ms(k).is_some()))
+        .collect()
+}
+
+/// Prints the per-pass breakdown: each kernel alone (median ms), their sum, the whole
+/// forward's median, and the empty-submit cost included in every per-pass figure.
+pub fn print_passes(rows: &[Row]) {
+    let kernels = timed_kernels(rows);
+    if kernels.is_empty() {
+        return;
+    }
+    let mut headers: Vec<String> = ["preset", "path", "core", "shape"]
+        .map(String::from)
+        .to_vec();
+    headers.extend(kernels.iter().map(|k| format!("{k} ms")));
+    headers.extend(["sum ms", "forward ms", "sum/fwd", "empty submit ms"].map(String::from));
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            let mut c = vec![
+                r.preset.clone(),
+                r.path.clone(),
+                r.core.clone(),
+                r.shape_text(),
+            ];
+            c.extend(kernels.iter().map(|k| match r.pass(k) {
+                None => "-".into(),
+                Some(p) if p.near_empty => format!("({:.2})", p.median_ms),
+                Some(p) => format!("{:.2}", p.median_ms),
+            }));
+            let sum = r.pass_sum_ms();
+            c.push(opt(sum, |v| format!("{v:.2}")));
+            c.push(format!("{:.2}", r.median_ms));
+            c.push(opt(sum, |v| format!("{:.2}", v / r.median_ms)));
+            c.push(opt(r.empty_submit_ms, |v| format!("{v:.3}")));
+            c
+        })
+        .collect();
+    println!();
+    println!("per pass (each kernel alone, median ms):");
+    render(&headers, &cells, 4);
+    let clock = rows
+        .iter()
+        .flat_map(|r| r.passes.first())
+        .map(|p| p.clock.as_str())
+        .next()
+        .unwrap_or("");
+    let runs = rows
+        .iter()
+        .flat_map(|r| r.passes.first())
+        .map(|p| p.runs)
+        .max()
+        .unwrap_or(0);
+    println!();
+    println!(
+        "per-pass times: {clock}, median of {runs} runs after a warm-up, on the inputs the timed forwards left; every dispatch of that kernel in the forward (linear = both projections). \"-\" = the path does not run that kernel. Each figure includes one empty submit's cost; sum/fwd > 1 is mostly that overhead, counted once per pass."
+    );
+    if rows.iter().flat_map(|r| &r.passes).any(|p| p.near_empty) {
+        println!(
+            "(x) = within {NEAR_EMPTY}x an empty submit: that kernel most likely recorded nothing on this call (the library chose another route); left out of the sum."
         );
     }
 }
@@ -117,16 +193,22 @@ fn io_err(path: &Path, source: std::io::Error) -> Error {
 
 /// Writes `rows` as CSV (the table's columns, unformatted).
 pub fn write_csv(path: &Path, rows: &[Row]) -> Result<()> {
+    // Per-pass columns: one per kernel of the library ("" where the path does not run it).
     let mut text = String::from(
-        "preset,path,batch,seq,kv_seq,d_model,heads,kv_heads,causal,adapter,backend,crate_version,clock,first_ms,upload_ms,iters,median_ms,min_ms,max_ms,readback_ms,gflops,gpu_mib,cpu_ms,speedup,max_abs_err,max_rel_err,check\n",
+        "preset,path,core,batch,seq,kv_seq,d_model,heads,kv_heads,causal,adapter,backend,crate_version,clock,first_ms,upload_ms,iters,median_ms,min_ms,max_ms,readback_ms,gflops,gpu_mib,cpu_ms,speedup,max_abs_err,max_rel_err,check,pass_clock,pass_runs,empty_submit_ms,pass_sum_ms,pass_near_empty",
     );
+    for k in KERNEL_NAMES {
+        text += &format!(",pass_{k}_ms");
+    }
+    text.push('\n');
     let o = |v: Option<f64>| v.map_or(String::new(), |v| v.to_string());
     for r in rows {
         let s = &r.shape;
         text += &format!(
-            "{},{},{},{},{},{},{},{},{},\"{}\",{},{},\"{}\",{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+            "{},{},{},{},{},{},{},{},{},{},\"{}\",{},{},\"{}\",{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
             r.preset,
             r.path,
+            r.core,
             s.batch,
             s.seq,
             s.kv_seq,
@@ -153,6 +235,25 @@ pub fn write_csv(path: &Path, rows: &[Row]) -> Result<()> {
             o(r.max_rel_err),
             r.check
         );
+        let first = r.passes.first();
+        let near_empty: Vec<&str> = r
+            .passes
+            .iter()
+            .filter(|p| p.near_empty)
+            .map(|p| p.kernel.as_str())
+            .collect();
+        text += &format!(
+            ",\"{}\",{},{},{},{}",
+            first.map_or("", |p| p.clock.as_str()),
+            first.map_or(String::new(), |p| p.runs.to_string()),
+            o(r.empty_submit_ms),
+            o(r.pass_sum_ms()),
+            near_empty.join(";")
+        );
+        for k in KERNEL_NAMES {
+            text += &format!(",{}", o(r.pass_ms(k)));
+        }
+        text.push('\n');
     }
     std::fs::write(path, text).map_err(|e| io_err(path, e))
 }
