@@ -216,14 +216,11 @@ pub(crate) fn run_timed(gpu: &Gpu, batch: Batch) -> crate::Result<RunTiming> {
     let (_, stamps) = batch.submit_timed();
     buffer::wait(gpu)?;
     let wall = start.elapsed();
-    let kernels = stamps
-        .map(|t| t.read(gpu))
-        .transpose()?
-        .map(|k| {
-            k.into_iter()
-                .map(|(name, ns)| (name, std::time::Duration::from_nanos(ns as u64)))
-                .collect()
-        });
+    let kernels = stamps.map(|t| t.read(gpu)).transpose()?.map(|k| {
+        k.into_iter()
+            .map(|(name, ns)| (name, std::time::Duration::from_nanos(ns as u64)))
+            .collect()
+    });
     Ok(RunTiming { wall, kernels })
 }
 
@@ -271,9 +268,10 @@ impl Timestamps {
     /// Each dispatch's kernel name and GPU time in nanoseconds, in submission order
     /// (after the submission has completed).
     pub fn read(&self, gpu: &Gpu) -> crate::Result<Vec<(&'static str, f64)>> {
-        let stamps: Vec<u64> = buffer::read_back(gpu, &[(&self.staging, self.queries_len() as usize)])?
-            .pop()
-            .unwrap_or_default();
+        let stamps: Vec<u64> =
+            buffer::read_back(gpu, &[(&self.staging, self.queries_len() as usize)])?
+                .pop()
+                .unwrap_or_default();
         let stamp = |i: usize| stamps[i];
         Ok(self
             .names
