@@ -19,7 +19,7 @@ use wgpu_mha::check::compare;
 use wgpu_mha::kernels::KERNEL_NAMES;
 use wgpu_mha::{
     AttentionPath, Causal, Error, Gpu, MhaConfig, MhaOptions, MhaWeights, MultiHeadAttention,
-    PreparedMha, PreparedSdpa, Result, SdpaOptions, Tensor, reference,
+    PreparedMha, PreparedSdpa, Result, RunTiming, SdpaOptions, Tensor, reference,
 };
 
 use super::{DeviceArgs, Outcome, describe};
@@ -269,6 +269,13 @@ fn core_name(core: AttentionPath) -> &'static str {
 /// The clock of the per-pass figures; a GPU timestamp source would be another value.
 pub const PASS_CLOCK: &str = "wall clock, pass run alone (record + submit + wait)";
 
+/// Clock of per-pass figures taken from GPU timestamp queries.
+pub const TIMESTAMP_CLOCK: &str = "GPU timestamps (each dispatch in its own pass)";
+
+/// Timestamps are trusted when their total lies within this band of the same run's wall
+/// clock: lavapipe 22.3 was measured to read 0 or half the real time for some kernels.
+const SANE_TIMESTAMPS: std::ops::RangeInclusive<f64> = 0.6..=1.05;
+
 /// One kernel of a row, run alone (`run_kernel`): every dispatch of that kernel in the
 /// forward (both projections for `linear`, every score block for the attention kernels).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -327,6 +334,13 @@ pub struct Row {
     /// per-pass figure; same clock as `passes`.
     #[serde(default)]
     pub empty_submit_ms: Option<f64>,
+    /// Median GPU time of a forward from timestamp queries, when the adapter has them and
+    /// they agreed with the wall clock.
+    #[serde(default)]
+    pub timestamp_ms: Option<f64>,
+    /// What became of the timestamps: "sane", "unavailable …", "rejected: …".
+    #[serde(default)]
+    pub timestamps: String,
 }
 
 impl Row {
@@ -392,11 +406,15 @@ fn time_runs(iters: Option<usize>, mut run: impl FnMut() -> Result<()>) -> Resul
 /// What the per-pass timing needs of a prepared forward.
 trait Prepared {
     fn run_kernel(&self, name: &str) -> Result<()>;
+    fn run_timed(&self) -> Result<RunTiming>;
 }
 
 impl Prepared for PreparedMha<'_> {
     fn run_kernel(&self, name: &str) -> Result<()> {
         PreparedMha::run_kernel(self, name)
+    }
+    fn run_timed(&self) -> Result<RunTiming> {
+        PreparedMha::run_timed(self)
     }
 }
 
@@ -404,15 +422,113 @@ impl Prepared for PreparedSdpa {
     fn run_kernel(&self, name: &str) -> Result<()> {
         PreparedSdpa::run_kernel(self, name)
     }
+    fn run_timed(&self) -> Result<RunTiming> {
+        PreparedSdpa::run_timed(self)
+    }
 }
 
-/// Each of `kernels` alone, `runs` times after one warm-up, on the inputs the timed
-/// forwards left in the buffers.
-fn time_passes(prepared: &dyn Prepared, kernels: &[&str], runs: usize) -> Result<Vec<PassTime>> {
-    if runs == 0 {
-        return Ok(Vec::new());
+/// What the timestamp queries said about a row.
+struct Timestamps {
+    /// Median GPU total of a forward, when the timestamps were sane.
+    total_ms: Option<f64>,
+    /// "sane", "unavailable", or why they were rejected.
+    note: String,
+    /// Per kernel, when sane (moved into the row's passes).
+    passes: Vec<PassTime>,
+}
+
+/// `runs` timed forwards: per-kernel GPU times from timestamp queries, kept only when
+/// every kernel reads a nonzero time and their total agrees with the wall clock.
+fn time_with_timestamps(
+    prepared: &dyn Prepared,
+    kernels: &[&str],
+    runs: usize,
+) -> Result<Timestamps> {
+    let mut totals = Vec::new();
+    let mut per_kernel: Vec<Vec<f64>> = vec![Vec::new(); kernels.len()];
+    for _ in 0..runs.max(1) {
+        let timing = prepared.run_timed()?;
+        let Some(dispatches) = &timing.kernels else {
+            return Ok(Timestamps {
+                total_ms: None,
+                note: "unavailable (no TIMESTAMP_QUERY)".into(),
+                passes: Vec::new(),
+            });
+        };
+        let gpu_ms: f64 = dispatches.iter().map(|(_, d)| ms(*d)).sum();
+        let wall_ms = ms(timing.wall);
+        if !SANE_TIMESTAMPS.contains(&(gpu_ms / wall_ms)) {
+            return Ok(Timestamps {
+                total_ms: None,
+                note: format!("rejected: GPU total {gpu_ms:.2} ms vs wall {wall_ms:.2} ms"),
+                passes: Vec::new(),
+            });
+        }
+        for (i, kernel) in kernels.iter().enumerate() {
+            let t: f64 = dispatches
+                .iter()
+                .filter(|(name, _)| name == kernel)
+                .map(|(_, d)| ms(*d))
+                .sum();
+            if t == 0.0 && dispatches.iter().any(|(name, _)| name == kernel) {
+                return Ok(Timestamps {
+                    total_ms: None,
+                    note: format!("rejected: {kernel} read 0"),
+                    passes: Vec::new(),
+                });
+            }
+            per_kernel[i].push(t);
+        }
+        totals.push(gpu_ms);
     }
-    kernels
+    totals.sort_by(|a, b| a.total_cmp(b));
+    let passes = kernels
+        .iter()
+        .zip(per_kernel)
+        .map(|(kernel, mut t)| {
+            t.sort_by(|a, b| a.total_cmp(b));
+            PassTime {
+                kernel: kernel.to_string(),
+                clock: TIMESTAMP_CLOCK.into(),
+                runs: t.len(),
+                median_ms: t[t.len() / 2],
+                min_ms: t[0],
+                max_ms: t[t.len() - 1],
+                near_empty: t[t.len() / 2] == 0.0,
+            }
+        })
+        .collect();
+    Ok(Timestamps {
+        total_ms: Some(totals[totals.len() / 2]),
+        note: "sane".into(),
+        passes,
+    })
+}
+
+/// Per-pass times: from GPU timestamps where the adapter has them and they agree with the
+/// wall clock, else each of `kernels` run alone, `runs` times after one warm-up, on the
+/// inputs the timed forwards left in the buffers.
+fn time_passes(
+    prepared: &dyn Prepared,
+    kernels: &[&str],
+    runs: usize,
+) -> Result<(Vec<PassTime>, Timestamps)> {
+    if runs == 0 {
+        return Ok((
+            Vec::new(),
+            Timestamps {
+                total_ms: None,
+                note: "not measured (--pass-runs 0)".into(),
+                passes: Vec::new(),
+            },
+        ));
+    }
+    let mut stamps = time_with_timestamps(prepared, kernels, runs)?;
+    if stamps.total_ms.is_some() {
+        let passes = std::mem::take(&mut stamps.passes);
+        return Ok((passes, stamps));
+    }
+    let alone: Result<Vec<PassTime>> = kernels
         .iter()
         .map(|&kernel| {
             let times = time_runs(Some(runs), || prepared.run_kernel(kernel))?;
@@ -426,7 +542,8 @@ fn time_passes(prepared: &dyn Prepared, kernels: &[&str], runs: usize) -> Result
                 near_empty: false,
             })
         })
-        .collect()
+        .collect();
+    Ok((alone?, stamps))
 }
 
 /// Median of an empty submit: encoder, submit, wait, as `run_kernel` does around its
@@ -480,6 +597,7 @@ struct Measured {
     bytes: u64,
     core: AttentionPath,
     passes: Vec<PassTime>,
+    timestamps: Timestamps,
     got: Tensor,
     cpu: Option<(f64, Tensor)>,
 }
@@ -519,7 +637,7 @@ fn measure_mha(
     let got = prepared.read()?.attn_output;
     let readback_ms = ms(t.elapsed());
     let core = prepared.path();
-    let passes = time_passes(&prepared, &path.kernels(core), set.pass_runs)?;
+    let (passes, timestamps) = time_passes(&prepared, &path.kernels(core), set.pass_runs)?;
     let cpu = set
         .cpu
         .then(|| -> Result<(f64, Tensor)> {
@@ -536,6 +654,7 @@ fn measure_mha(
         bytes: prepared.allocated_bytes(),
         core,
         passes,
+        timestamps,
         got,
         cpu,
     })
@@ -573,7 +692,7 @@ fn measure_sdpa(
     let got = prepared.read()?;
     let readback_ms = ms(t.elapsed());
     let core = prepared.path();
-    let passes = time_passes(&prepared, &path.kernels(core), set.pass_runs)?;
+    let (passes, timestamps) = time_passes(&prepared, &path.kernels(core), set.pass_runs)?;
     let cpu = set
         .cpu
         .then(|| -> Result<(f64, Tensor)> {
@@ -590,6 +709,7 @@ fn measure_sdpa(
         bytes: prepared.allocated_bytes(),
         core,
         passes,
+        timestamps,
         got,
         cpu,
     })
@@ -607,7 +727,8 @@ pub fn measure(
         Path::Mha => measure_mha(gpu, shape, path, set, rng)?,
         Path::Sdpa | Path::SdpaThreePass => measure_sdpa(gpu, shape, path, set, rng)?,
     };
-    let empty_submit_ms = if m.passes.is_empty() {
+    let timed_passes = m.passes.iter().any(|p| p.clock == TIMESTAMP_CLOCK);
+    let empty_submit_ms = if m.passes.is_empty() || timed_passes {
         None
     } else {
         let empty = empty_submit_ms(gpu, set.pass_runs)?;
@@ -653,6 +774,8 @@ pub fn measure(
         },
         passes: m.passes,
         empty_submit_ms,
+        timestamp_ms: m.timestamps.total_ms,
+        timestamps: m.timestamps.note,
     })
 }
 

@@ -5,7 +5,7 @@ use std::path::Path;
 use wgpu_mha::kernels::KERNEL_NAMES;
 use wgpu_mha::{Error, Result};
 
-use super::bench::{NEAR_EMPTY, Row};
+use super::bench::{NEAR_EMPTY, PASS_CLOCK, Row, TIMESTAMP_CLOCK};
 
 fn opt(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
     v.map_or_else(|| "-".into(), f)
@@ -131,7 +131,7 @@ pub fn print_passes(rows: &[Row]) {
     if kernels.is_empty() {
         return;
     }
-    let mut headers: Vec<String> = ["preset", "path", "core", "shape"]
+    let mut headers: Vec<String> = ["preset", "path", "core", "shape", "clock"]
         .map(String::from)
         .to_vec();
     headers.extend(kernels.iter().map(|k| format!("{k} ms")));
@@ -144,6 +144,11 @@ pub fn print_passes(rows: &[Row]) {
                 r.path.clone(),
                 r.core.clone(),
                 r.shape_text(),
+                match r.passes.first() {
+                    Some(p) if p.clock == TIMESTAMP_CLOCK => "gpu timestamps".into(),
+                    Some(_) => "wall, run alone".into(),
+                    None => "-".into(),
+                },
             ];
             c.extend(kernels.iter().map(|k| match r.pass(k) {
                 None => "-".into(),
@@ -159,24 +164,22 @@ pub fn print_passes(rows: &[Row]) {
         })
         .collect();
     println!();
-    println!("per pass (each kernel alone, median ms):");
-    render(&headers, &cells, 4);
-    let clock = rows
-        .iter()
-        .flat_map(|r| r.passes.first())
-        .map(|p| p.clock.as_str())
-        .next()
-        .unwrap_or("");
-    let runs = rows
-        .iter()
-        .flat_map(|r| r.passes.first())
-        .map(|p| p.runs)
-        .max()
-        .unwrap_or(0);
+    println!(
+        "per pass (median ms; every dispatch of that kernel in the forward, linear = both projections):"
+    );
+    render(&headers, &cells, 5);
     println!();
     println!(
-        "per-pass times: {clock}, median of {runs} runs after a warm-up, on the inputs the timed forwards left; every dispatch of that kernel in the forward (linear = both projections). \"-\" = the path does not run that kernel. Each figure includes one empty submit's cost; sum/fwd > 1 is mostly that overhead, counted once per pass."
+        "clock \"gpu timestamps\": {TIMESTAMP_CLOCK}, used when the adapter has timestamp queries and their total is within 0.6–1.05× the same run's wall clock (and no kernel reads 0); sum/fwd < 1 is then the host's share of a forward (recording, submit, wait)."
     );
+    println!(
+        "clock \"wall, run alone\": {PASS_CLOCK}, the fallback; each figure includes one empty submit's cost (empty submit ms), so sum/fwd > 1 is mostly that overhead. \"-\" = the path does not run that kernel."
+    );
+    for r in rows {
+        if r.timestamps != "sane" && !r.timestamps.is_empty() {
+            println!("timestamps for {} {}: {}", r.preset, r.path, r.timestamps);
+        }
+    }
     if rows.iter().flat_map(|r| &r.passes).any(|p| p.near_empty) {
         println!(
             "(x) = within {NEAR_EMPTY}x an empty submit: that kernel most likely recorded nothing on this call (the library chose another route); left out of the sum."
