@@ -161,8 +161,13 @@ impl CorePlan {
     ) -> Result<Self> {
         let fused = || -> Result<Self> {
             let limits = gpu.limits();
-            let variant =
-                fused::Variant::for_dims(dims.len_q, dims.head_dim, dims.head_dim_v, &limits)?;
+            let variant = fused::Variant::for_dims(
+                dims.len_q,
+                dims.head_dim,
+                dims.head_dim_v,
+                &limits,
+                gpu.kernels().tuning.fused_block,
+            )?;
             let kernel = gpu.kernels().fused(gpu.device(), &limits, variant)?;
             Ok(CorePlan::Fused(kernel, variant))
         };

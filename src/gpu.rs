@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
 use crate::kernels::Kernels;
+use crate::tuning::{self, Tuning};
 
 /// How to pick an adapter when the crate opens the device itself.
 #[derive(Clone, Debug, Default)]
@@ -17,6 +18,9 @@ pub struct GpuOptions {
     /// Bytes the score matrix of one block of query rows may take (see
     /// [`Gpu::set_memory_budget`]); `None` for the default.
     pub memory_budget: Option<u64>,
+    /// Kernel configuration; `None`: the adapter's cached tuning (`wgpu-mha tune`), else
+    /// the defaults for its device type.
+    pub tuning: Option<Tuning>,
 }
 
 impl GpuOptions {
@@ -28,6 +32,7 @@ impl GpuOptions {
                 .filter(|s| !s.is_empty()),
             backends: wgpu::Backends::from_env(),
             memory_budget: None,
+            tuning: None,
         }
     }
 }
@@ -48,6 +53,7 @@ struct Inner {
     queue: wgpu::Queue,
     info: wgpu::AdapterInfo,
     reason: String,
+    tuning_source: &'static str,
     kernels: Kernels,
     memory_budget: AtomicU64,
     lost: Arc<Mutex<Option<String>>>,
@@ -155,14 +161,28 @@ impl Gpu {
             adapter: info.name.clone(),
             message: e.to_string(),
         })?;
-        Self::assemble(device, queue, info, reason, options.memory_budget)
+        Self::assemble(
+            device,
+            queue,
+            info,
+            reason,
+            options.memory_budget,
+            options.tuning,
+        )
     }
 
     /// Wraps a device the caller already has. Its limits must allow the crate's kernels
     /// (256 invocations per workgroup, 8 KiB of workgroup memory: wgpu's defaults do).
     pub fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> Result<Self> {
         let info = device.adapter_info();
-        Self::assemble(device, queue, info, "supplied by the caller".into(), None)
+        Self::assemble(
+            device,
+            queue,
+            info,
+            "supplied by the caller".into(),
+            None,
+            None,
+        )
     }
 
     fn assemble(
@@ -171,7 +191,18 @@ impl Gpu {
         info: wgpu::AdapterInfo,
         reason: String,
         memory_budget: Option<u64>,
+        tuning: Option<Tuning>,
     ) -> Result<Self> {
+        let (tuning, tuning_source) = match tuning {
+            Some(t) => (t, "given by the caller"),
+            None => match tuning::load_cached(&info) {
+                Some(t) if t.check(&device.limits()).is_ok() => (t, "cached by `wgpu-mha tune`"),
+                _ => (
+                    Tuning::for_device_type(info.device_type),
+                    "defaults for the device type",
+                ),
+            },
+        };
         // Errors are captured by scopes around every operation; anything that escapes them is
         // reported rather than left to wgpu's default handler, which panics.
         device.on_uncaptured_error(Arc::new(|e: wgpu::Error| {
@@ -186,7 +217,7 @@ impl Gpu {
         });
         let kernels = {
             let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
-            let kernels = Kernels::new(&device)?;
+            let kernels = Kernels::new(&device, tuning)?;
             if let Some(e) = pollster::block_on(scope.pop()) {
                 return Err(Error::Wgpu {
                     during: "pipeline creation",
@@ -201,6 +232,7 @@ impl Gpu {
                 queue,
                 info,
                 reason,
+                tuning_source,
                 kernels,
                 memory_budget: AtomicU64::new(DEFAULT_MEMORY_BUDGET),
                 lost,
@@ -228,6 +260,16 @@ impl Gpu {
     /// Why this adapter was chosen.
     pub fn choice_reason(&self) -> &str {
         &self.inner.reason
+    }
+
+    /// The kernel configuration in use.
+    pub fn tuning(&self) -> Tuning {
+        self.inner.kernels.tuning
+    }
+
+    /// Where [`Gpu::tuning`] came from: the caller, the tuning cache, or the defaults.
+    pub fn tuning_source(&self) -> &'static str {
+        self.inner.tuning_source
     }
 
     /// The device's limits.

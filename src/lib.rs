@@ -43,6 +43,7 @@ pub mod problem;
 pub mod reference;
 mod sdpa;
 pub mod tensor;
+pub mod tuning;
 pub mod weights;
 
 pub use batch::RunTiming;
@@ -52,6 +53,7 @@ pub use mha::{MultiHeadAttention, PreparedMha};
 pub use options::{AttentionPath, Causal, MhaConfig, MhaOptions, MhaOutput, SdpaOptions};
 pub use sdpa::{PreparedSdpa, scaled_dot_product_attention};
 pub use tensor::{Mask, MaskData, Tensor};
+pub use tuning::Tuning;
 pub use weights::MhaWeights;
 
 /// The README's examples, compiled as doctests so they stay true.

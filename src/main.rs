@@ -28,6 +28,8 @@ enum Command {
     Mha(cli::run::MhaArgs),
     /// F.scaled_dot_product_attention on tensors read from a safetensors file.
     Sdpa(cli::run::SdpaArgs),
+    /// Measure kernel configurations on this adapter and cache the fastest.
+    Tune(cli::tune::TuneArgs),
     /// Benchmark the built-in presets (or a custom shape) on the adapter.
     Bench(Box<cli::bench::BenchArgs>),
 }
@@ -39,6 +41,7 @@ fn main() -> ExitCode {
         Command::Mha(args) => cli::run::mha(&cli.device, args),
         Command::Sdpa(args) => cli::run::sdpa(&cli.device, args),
         Command::Bench(args) => cli::bench::run(&cli.device, args),
+        Command::Tune(args) => cli::tune::run(&cli.device, args),
     };
     match result {
         Ok(cli::Outcome::Pass) => ExitCode::SUCCESS,

@@ -845,6 +845,11 @@ pub fn open(device: &DeviceArgs) -> Result<Gpu> {
     let startup_ms = ms(t.elapsed());
     println!("adapter: {}", describe(gpu.adapter_info()));
     println!("device + pipelines: {startup_ms:.0} ms (wall clock)");
+    println!(
+        "kernel tuning ({}): {:?}",
+        gpu.tuning_source(),
+        gpu.tuning()
+    );
     Ok(gpu)
 }
 

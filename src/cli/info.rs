@@ -60,5 +60,13 @@ pub fn run(args: &DeviceArgs) -> Result<Outcome> {
         "\nScore-block memory budget: {} MiB",
         gpu.memory_budget() >> 20
     );
+    println!(
+        "Kernel tuning ({}): {:?}",
+        gpu.tuning_source(),
+        gpu.tuning()
+    );
+    if let Some(path) = wgpu_mha::tuning::cache_path() {
+        println!("Tuning cache: {}", path.display());
+    }
     Ok(Outcome::Pass)
 }

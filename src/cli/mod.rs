@@ -5,6 +5,7 @@ pub mod info;
 pub mod run;
 pub mod sweep;
 pub mod table;
+pub mod tune;
 
 use clap::{Args, ValueEnum};
 use wgpu_mha::{Causal, Gpu, GpuOptions, Result};

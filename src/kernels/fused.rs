@@ -50,7 +50,7 @@ pub(crate) struct Variant {
 /// (query rows, keys) per workgroup, most reuse of each staged key first. More query rows
 /// per workgroup share each staged key and value among more rows; they need more workgroup
 /// memory and leave more of the last block idle on short queries.
-const BLOCKS: [(u32, u32); 6] = [(32, 32), (64, 16), (32, 16), (16, 32), (16, 16), (16, 8)];
+pub const BLOCKS: [(u32, u32); 6] = [(32, 32), (64, 16), (32, 16), (16, 32), (16, 16), (16, 8)];
 
 impl Variant {
     /// Every class that could run head sizes `d`, `dv` (any device), best first.
@@ -70,10 +70,21 @@ impl Variant {
     /// The class for a problem with `len_q` query rows and head sizes `d`, `dv` on a device
     /// with `limits`: the first candidate that fits, preferring no more query rows per
     /// workgroup than the problem has. `Err` names the limit when none fits.
-    pub fn for_dims(len_q: usize, d: usize, dv: usize, limits: &wgpu::Limits) -> Result<Self> {
+    pub fn for_dims(
+        len_q: usize,
+        d: usize,
+        dv: usize,
+        limits: &wgpu::Limits,
+        preferred: Option<(u32, u32)>,
+    ) -> Result<Self> {
         let fitting: Vec<Self> = Self::candidates(d, dv)
             .filter(|v| v.check(limits).is_ok())
             .collect();
+        if let Some((rows, bc)) = preferred {
+            if let Some(v) = fitting.iter().find(|v| v.rows() == rows && v.bc == bc) {
+                return Ok(*v);
+            }
+        }
         let short = (len_q as u32).next_power_of_two().max(16);
         fitting
             .iter()

@@ -5,11 +5,13 @@
 //! is compiled per call.
 
 pub(crate) mod av;
-pub(crate) mod fused;
+pub mod fused;
 pub(crate) mod head_mean;
 pub(crate) mod linear;
 pub(crate) mod qk;
 pub(crate) mod softmax;
+
+pub use crate::tuning::{GemmTiles, Tuning};
 
 /// WGSL sources. The matrix-product kernels are compositions: the shared tiled core
 /// (`gemm_tile.wgsl`), the head indexing of attention (`heads.wgsl`), and the kernel itself,
@@ -48,47 +50,13 @@ pub fn shader_sources() -> Vec<(&'static str, String)> {
 /// [`PreparedMha::run_kernel`](crate::PreparedMha::run_kernel) runs one alone.
 pub const KERNEL_NAMES: [&str; 6] = ["linear", "qk", "softmax", "head_mean", "av", "fused"];
 
-/// Tile sizes of the matrix-product kernels (WGSL override constants).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct GemmTiles {
-    /// Invocations along the output columns; a tile is 4·wg_x columns wide.
-    pub wg_x: u32,
-    /// Invocations along the output rows; a tile is 4·wg_y rows tall.
-    pub wg_y: u32,
-    /// Depth of one workgroup-memory stage.
-    pub bk: u32,
+fn gemm_constants(tiles: &GemmTiles) -> [(&'static str, f64); 3] {
+    [
+        ("WG_X", tiles.wg_x as f64),
+        ("WG_Y", tiles.wg_y as f64),
+        ("BK", tiles.bk as f64),
+    ]
 }
-
-impl Default for GemmTiles {
-    fn default() -> Self {
-        Self {
-            wg_x: 16,
-            wg_y: 16,
-            bk: 32,
-        }
-    }
-}
-
-impl GemmTiles {
-    pub fn tile_rows(&self) -> u32 {
-        4 * self.wg_y
-    }
-
-    pub fn tile_cols(&self) -> u32 {
-        4 * self.wg_x
-    }
-
-    fn constants(&self) -> [(&'static str, f64); 3] {
-        [
-            ("WG_X", self.wg_x as f64),
-            ("WG_Y", self.wg_y as f64),
-            ("BK", self.bk as f64),
-        ]
-    }
-}
-
-/// Invocations per workgroup of the softmax kernel.
-pub const SOFTMAX_WG: u32 = 128;
 
 /// Largest workgroup count in one grid dimension that every adapter allows.
 pub const MAX_GROUPS: u32 = 65535;
@@ -202,6 +170,7 @@ impl Kernel {
 
 /// Every pipeline of the crate, built once per device.
 pub(crate) struct Kernels {
+    pub tuning: Tuning,
     pub tiles: GemmTiles,
     pub linear: Kernel,
     pub qk: Kernel,
@@ -215,12 +184,14 @@ pub(crate) struct Kernels {
 }
 
 impl Kernels {
-    pub fn new(device: &wgpu::Device) -> crate::Result<Self> {
-        let tiles = GemmTiles::default();
+    pub fn new(device: &wgpu::Device, tuning: Tuning) -> crate::Result<Self> {
+        tuning.check(&device.limits())?;
+        let tiles = tuning.gemm;
         let sources: std::collections::HashMap<_, _> = shader_sources().into_iter().collect();
-        let gemm = tiles.constants();
-        let softmax_wg = [("WG", SOFTMAX_WG as f64)];
+        let gemm = gemm_constants(&tiles);
+        let softmax_wg = [("WG", tuning.softmax_wg as f64)];
         Ok(Self {
+            tuning,
             tiles,
             linear: Kernel::new(
                 device,

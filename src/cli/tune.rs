@@ -1,0 +1,197 @@
+//! `wgpu-mha tune`: measures the kernel configurations that fit this adapter on small
+//! representative problems, keeps the fastest of each family, and caches the result for the
+//! adapter (see `wgpu_mha::tuning`). Seconds, not minutes: a handful of candidates each.
+
+use std::time::Instant;
+
+use clap::Args;
+use wgpu_mha::kernels::fused::BLOCKS;
+use wgpu_mha::tuning::{self, GemmTiles};
+use wgpu_mha::{
+    AttentionPath, Gpu, MhaConfig, MhaOptions, MhaWeights, MultiHeadAttention, PreparedSdpa,
+    Result, SdpaOptions, Tensor, Tuning,
+};
+
+use super::{DeviceArgs, Outcome, describe};
+
+#[derive(Args, Debug)]
+pub struct TuneArgs {
+    /// Timed runs per candidate (the fastest counts).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Measure and print, but do not write the cache.
+    #[arg(long)]
+    no_save: bool,
+}
+
+const GEMM_CANDIDATES: [(u32, u32, u32); 8] = [
+    (16, 16, 32),
+    (16, 16, 16),
+    (16, 8, 32),
+    (8, 16, 32),
+    (8, 8, 32),
+    (8, 8, 16),
+    (32, 8, 16),
+    (8, 32, 16),
+];
+
+const SOFTMAX_CANDIDATES: [u32; 3] = [64, 128, 256];
+
+/// Deterministic, non-zero inputs.
+fn tensor(shape: &[usize], seed: u32) -> Tensor {
+    let n: usize = shape.iter().product();
+    let data = (0..n as u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761).wrapping_add(seed) % 2001) as f32 / 1000.0 - 1.0)
+        .collect();
+    Tensor::new(shape.to_vec(), data).expect("shape and data agree")
+}
+
+/// Fastest of `runs` runs of `f`, in milliseconds, after one untimed warm-up.
+fn fastest(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    f()?;
+    let mut best = f64::INFINITY;
+    for _ in 0..runs.max(1) {
+        let t = Instant::now();
+        f()?;
+        best = best.min(t.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok(best)
+}
+
+/// Opens the adapter with `tuning`, or says why it cannot run it.
+fn open(device: &DeviceArgs, tuning: Tuning) -> Result<Gpu> {
+    let mut options = device.options();
+    options.tuning = Some(tuning);
+    Gpu::with_options(&options)
+}
+
+/// The linear kernel (in- and out-projections of a 256-token, 512-wide MHA).
+fn time_gemm(gpu: &Gpu, runs: usize) -> Result<f64> {
+    let config = MhaConfig::new(512, 8).with_batch_first(true);
+    let weights = MhaWeights::random(&config, &mut rand::rng());
+    let mha = MultiHeadAttention::new(gpu, config, &weights)?;
+    let x = tensor(&[1, 256, 512], 1);
+    let prepared = mha.prepare(&x, &x, &x, &MhaOptions::default())?;
+    prepared.run()?;
+    fastest(runs, || prepared.run_kernel("linear"))
+}
+
+/// SDPA over 8 heads of 256 × 256, head size 64, on `path` (`kernel` alone if given).
+fn time_sdpa(gpu: &Gpu, path: AttentionPath, kernel: Option<&str>, runs: usize) -> Result<f64> {
+    let (q, k, v) = (
+        tensor(&[1, 8, 256, 64], 1),
+        tensor(&[1, 8, 256, 64], 2),
+        tensor(&[1, 8, 256, 64], 3),
+    );
+    let opts = SdpaOptions {
+        path,
+        ..Default::default()
+    };
+    let prepared = PreparedSdpa::prepare(gpu, &q, &k, &v, &opts)?;
+    prepared.run()?;
+    fastest(runs, || match kernel {
+        Some(name) => prepared.run_kernel(name),
+        None => prepared.run(),
+    })
+}
+
+/// Measures each candidate; prints one line each; returns the fastest.
+fn pick<T: Copy + std::fmt::Debug>(
+    family: &str,
+    candidates: impl IntoIterator<Item = T>,
+    mut measure: impl FnMut(T) -> Result<f64>,
+) -> Option<T> {
+    println!("\n{family}:");
+    let mut best: Option<(T, f64)> = None;
+    for c in candidates {
+        match measure(c) {
+            Ok(ms) => {
+                println!("  {c:?}: {ms:.2} ms");
+                if best.is_none_or(|(_, b)| ms < b) {
+                    best = Some((c, ms));
+                }
+            }
+            Err(e) => println!("  {c:?}: skipped ({e})"),
+        }
+    }
+    if let Some((c, ms)) = best {
+        println!("  → {c:?} ({ms:.2} ms)");
+    }
+    best.map(|(c, _)| c)
+}
+
+pub fn run(device: &DeviceArgs, args: &TuneArgs) -> Result<Outcome> {
+    let start = Instant::now();
+    let base = Tuning::default();
+    let probe = open(device, base)?;
+    let info = probe.adapter_info().clone();
+    println!("adapter: {}", describe(&info));
+    println!(
+        "times: wall clock, fastest of {} runs after a warm-up",
+        args.runs
+    );
+    drop(probe);
+
+    let gemm = pick(
+        "GEMM tiles (wg_x, wg_y, bk) — linear kernel, projections of B1 L256 E512",
+        GEMM_CANDIDATES,
+        |(wg_x, wg_y, bk)| {
+            let tuning = Tuning {
+                gemm: GemmTiles { wg_x, wg_y, bk },
+                ..base
+            };
+            time_gemm(&open(device, tuning)?, args.runs)
+        },
+    )
+    .map_or(base.gemm, |(wg_x, wg_y, bk)| GemmTiles { wg_x, wg_y, bk });
+
+    let softmax_wg = pick(
+        "softmax invocations per row — B1 H8 256×256 scores",
+        SOFTMAX_CANDIDATES,
+        |wg| {
+            let tuning = Tuning {
+                gemm,
+                softmax_wg: wg,
+                ..base
+            };
+            time_sdpa(
+                &open(device, tuning)?,
+                AttentionPath::ThreePass,
+                Some("softmax"),
+                args.runs,
+            )
+        },
+    )
+    .unwrap_or(base.softmax_wg);
+
+    let fused_block = pick(
+        "fused block (query rows, keys) — SDPA B1 H8 L256 d64",
+        BLOCKS,
+        |block| {
+            let tuning = Tuning {
+                gemm,
+                softmax_wg,
+                fused_block: Some(block),
+            };
+            let gpu = open(device, tuning)?;
+            time_sdpa(&gpu, AttentionPath::Fused, None, args.runs)
+        },
+    );
+
+    let tuned = Tuning {
+        gemm,
+        softmax_wg,
+        fused_block,
+    };
+    println!(
+        "\ntuned: {tuned:?} (in {:.1} s)",
+        start.elapsed().as_secs_f64()
+    );
+    if args.no_save {
+        println!("not saved (--no-save)");
+    } else {
+        let path = tuning::store(&info, &tuned)?;
+        println!("saved for this adapter in {}", path.display());
+    }
+    Ok(Outcome::Pass)
+}

@@ -1,0 +1,162 @@
+//! Per-adapter kernel configuration: tile and workgroup sizes, chosen by measuring candidates
+//! on the adapter (`wgpu-mha tune`) and cached on disk, keyed by adapter, driver and crate
+//! version. Without a cached entry the crate uses defaults for the device type. A tuning
+//! changes only how work is split, never what is computed: results agree up to rounding.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Tile sizes of the matrix-product kernels (WGSL override constants of `gemm_tile.wgsl`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct GemmTiles {
+    /// Invocations along the output columns; a tile is 4·wg_x columns wide.
+    pub wg_x: u32,
+    /// Invocations along the output rows; a tile is 4·wg_y rows tall.
+    pub wg_y: u32,
+    /// Depth of one workgroup-memory stage.
+    pub bk: u32,
+}
+
+impl GemmTiles {
+    pub fn tile_rows(&self) -> u32 {
+        4 * self.wg_y
+    }
+
+    pub fn tile_cols(&self) -> u32 {
+        4 * self.wg_x
+    }
+
+    pub fn invocations(&self) -> u32 {
+        self.wg_x * self.wg_y
+    }
+
+    /// Bytes of workgroup memory: one staged slab of each operand.
+    pub fn workgroup_bytes(&self) -> u32 {
+        16 * self.bk * (self.wg_x + self.wg_y)
+    }
+}
+
+/// Every tunable choice of the kernels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Tuning {
+    pub gemm: GemmTiles,
+    /// Invocations per row of the softmax kernel (a power of two).
+    pub softmax_wg: u32,
+    /// Preferred (query rows, keys) per workgroup of the fused kernel; the largest that fits
+    /// the device when `None` or when this one does not fit.
+    pub fused_block: Option<(u32, u32)>,
+}
+
+impl Default for Tuning {
+    /// Measured best on lavapipe (2 cores, Mesa 22.3) and safe within WebGPU's minimum limits
+    /// (256 invocations, 16 KiB of workgroup memory).
+    fn default() -> Self {
+        Self {
+            gemm: GemmTiles {
+                wg_x: 16,
+                wg_y: 16,
+                bk: 32,
+            },
+            softmax_wg: 128,
+            fused_block: None,
+        }
+    }
+}
+
+impl Tuning {
+    /// The defaults for a device type (the same today: the candidates measured so far won on
+    /// the CPU adapter; `wgpu-mha tune` finds a real GPU's own).
+    pub fn for_device_type(_device_type: wgpu::DeviceType) -> Self {
+        Self::default()
+    }
+
+    /// Checks the tuning against a device's limits.
+    pub fn check(&self, limits: &wgpu::Limits) -> Result<()> {
+        let g = &self.gemm;
+        let bad = |what: String| Err(Error::Config(format!("tuning: {what}")));
+        if g.wg_x == 0 || g.wg_y == 0 || g.bk == 0 || self.softmax_wg == 0 {
+            return bad("sizes must be positive".into());
+        }
+        if !self.softmax_wg.is_power_of_two() {
+            return bad(format!(
+                "softmax_wg {} is not a power of two",
+                self.softmax_wg
+            ));
+        }
+        let invocations = g.invocations().max(self.softmax_wg);
+        if invocations > limits.max_compute_invocations_per_workgroup {
+            return bad(format!(
+                "{invocations} invocations per workgroup, the device allows {}",
+                limits.max_compute_invocations_per_workgroup
+            ));
+        }
+        if g.workgroup_bytes() > limits.max_compute_workgroup_storage_size {
+            return bad(format!(
+                "GEMM tiles need {} bytes of workgroup memory, the device allows {}",
+                g.workgroup_bytes(),
+                limits.max_compute_workgroup_storage_size
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The key of an adapter in the cache: name, backend, driver, driver info, crate version.
+pub fn cache_key(info: &wgpu::AdapterInfo) -> String {
+    format!(
+        "{} | {:?} | {} | {} | wgpu-mha {}",
+        info.name,
+        info.backend,
+        info.driver,
+        info.driver_info,
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+/// Where tunings are cached: `$WGPU_MHA_CACHE_DIR/tuning.json`, else
+/// `$XDG_CACHE_HOME/wgpu-mha/tuning.json`, else `~/.cache/wgpu-mha/tuning.json`.
+pub fn cache_path() -> Option<PathBuf> {
+    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    let dir = var("WGPU_MHA_CACHE_DIR")
+        .map(PathBuf::from)
+        .or_else(|| var("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("wgpu-mha")))
+        .or_else(|| var("HOME").map(|h| PathBuf::from(h).join(".cache/wgpu-mha")))?;
+    Some(dir.join("tuning.json"))
+}
+
+type Cache = std::collections::BTreeMap<String, Tuning>;
+
+fn read_cache(path: &std::path::Path) -> Cache {
+    // A missing or unreadable cache is no cache: defaults apply.
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| serde_json::from_str(&text).ok())
+        .unwrap_or_default()
+}
+
+/// The cached tuning of this adapter, if any.
+pub fn load_cached(info: &wgpu::AdapterInfo) -> Option<Tuning> {
+    read_cache(&cache_path()?).get(&cache_key(info)).copied()
+}
+
+/// Stores `tuning` for this adapter, keeping other adapters' entries; returns the file.
+pub fn store(info: &wgpu::AdapterInfo, tuning: &Tuning) -> Result<PathBuf> {
+    let path = cache_path().ok_or_else(|| {
+        Error::Config("no cache directory: set WGPU_MHA_CACHE_DIR or HOME".into())
+    })?;
+    let io = |source| Error::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut cache = read_cache(&path);
+    cache.insert(cache_key(info), *tuning);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let text = serde_json::to_string_pretty(&cache).expect("tunings serialize");
+    std::fs::write(&path, text).map_err(io)?;
+    Ok(path)
+}

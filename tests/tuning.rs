@@ -1,0 +1,129 @@
+//! Kernel tunings change how the work is split, never the answer: every candidate
+//! configuration gives the reference's result; the cache round-trips per adapter.
+
+mod common;
+
+use common::*;
+use wgpu_mha::tuning::{self, GemmTiles};
+use wgpu_mha::*;
+
+fn tunings() -> Vec<Tuning> {
+    let base = Tuning::default();
+    let gemm = |wg_x, wg_y, bk| GemmTiles { wg_x, wg_y, bk };
+    vec![
+        Tuning {
+            gemm: gemm(8, 8, 16),
+            softmax_wg: 64,
+            fused_block: Some((16, 16)),
+        },
+        Tuning {
+            gemm: gemm(16, 8, 32),
+            softmax_wg: 256,
+            fused_block: Some((64, 16)),
+        },
+        Tuning {
+            gemm: gemm(8, 32, 8),
+            softmax_wg: 32,
+            fused_block: Some((16, 8)),
+        },
+        Tuning {
+            fused_block: Some((32, 32)),
+            ..base
+        },
+    ]
+}
+
+#[test]
+fn every_tuning_gives_the_reference_result() {
+    let mut rng = rng();
+    let config = MhaConfig::new(48, 3).with_batch_first(true);
+    let weights = MhaWeights::random(&config, &mut rng);
+    let x = random(&mut rng, &[2, 45, 48], 1.0);
+    let kv = random(&mut rng, &[2, 70, 48], 1.0);
+    let mask = random_bool_mask(&mut rng, &[2, 70], 0.2);
+    for tuning in tunings() {
+        let gpu = Gpu::with_options(&GpuOptions {
+            tuning: Some(tuning),
+            ..GpuOptions::from_env()
+        })
+        .unwrap_or_else(|e| panic!("{tuning:?}: {e} (install mesa-vulkan-drivers if no adapter)"));
+        assert_eq!(gpu.tuning(), tuning);
+        assert_eq!(gpu.tuning_source(), "given by the caller");
+        let mha = MultiHeadAttention::new(&gpu, config, &weights).unwrap();
+        for (path, need_weights) in [
+            (AttentionPath::ThreePass, true),
+            (AttentionPath::Fused, false),
+        ] {
+            let opts = MhaOptions {
+                key_padding_mask: Some(&mask),
+                causal: Some(Causal::BottomRight),
+                need_weights,
+                path,
+                ..Default::default()
+            };
+            let got = mha.forward(&x, &kv, &kv, &opts).unwrap();
+            let want = reference::mha_forward(&config, &weights, &x, &kv, &kv, &opts).unwrap();
+            let (rtol, atol) = tolerance(&want.attn_output);
+            assert_close(
+                &format!("{tuning:?} {path:?}"),
+                &got.attn_output,
+                &want.attn_output,
+                rtol,
+                atol,
+            );
+            if need_weights {
+                assert_close(
+                    "weights",
+                    got.attn_weights.as_ref().unwrap(),
+                    want.attn_weights.as_ref().unwrap(),
+                    1e-4,
+                    1e-5,
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_tuning_beyond_the_device_is_refused() {
+    let too_big = Tuning {
+        gemm: GemmTiles {
+            wg_x: 64,
+            wg_y: 64,
+            bk: 64,
+        },
+        ..Tuning::default()
+    };
+    let err = Gpu::with_options(&GpuOptions {
+        tuning: Some(too_big),
+        ..GpuOptions::from_env()
+    })
+    .unwrap_err();
+    assert!(matches!(err, Error::Config(_)), "{err:?}");
+    assert!(err.to_string().contains("tuning"), "{err}");
+}
+
+#[test]
+fn the_cache_is_keyed_by_adapter_and_crate_version() {
+    // The cache location comes from the environment; this test owns its own directory.
+    let dir = std::env::temp_dir().join(format!("wgpu-mha-tuning-{}", std::process::id()));
+    // SAFETY: no other thread of this test binary reads WGPU_MHA_CACHE_DIR (the other
+    // tests pass their tuning explicitly).
+    unsafe { std::env::set_var("WGPU_MHA_CACHE_DIR", &dir) };
+    let gpu = gpu();
+    let info = gpu.adapter_info().clone();
+    assert_eq!(tuning::load_cached(&info), None);
+    let tuned = tunings()[1];
+    let path = tuning::store(&info, &tuned).unwrap();
+    assert!(path.starts_with(&dir));
+    assert_eq!(tuning::load_cached(&info), Some(tuned));
+    assert!(tuning::cache_key(&info).contains(env!("CARGO_PKG_VERSION")));
+    let mut other = info.clone();
+    other.driver_info = "another driver".into();
+    assert_eq!(tuning::load_cached(&other), None);
+    // A Gpu opened now picks the cached tuning up.
+    let fresh = Gpu::new().unwrap();
+    assert_eq!(fresh.tuning(), tuned);
+    assert_eq!(fresh.tuning_source(), "cached by `wgpu-mha tune`");
+    std::fs::remove_dir_all(&dir).ok();
+}
