@@ -28,6 +28,7 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> o: array<f32>;
 
 const B_N_CONTIGUOUS: bool = true; // V[s, j] runs along j, the output column
+const SKIP_ZERO_A: bool = true; // a masked key (probability 0) never touches a row
 
 fn load_a(z: u32, m: u32, s: u32) -> f32 {
     if m < p.rows && s < p.depth {

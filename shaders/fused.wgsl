@@ -17,8 +17,10 @@
 //      invocation owns a 4 × 4 block of O (rows × value columns) in registers, rescales it
 //      and adds P·V for the block from vec4 reads.
 // Key blocks wholly past the causal limit of every row of the query block are never
-// visited. Rows that see no key at all end with l = 0 and are written as zeros.
-// heads.wgsl (prepended) maps z to (batch, head) and supplies neg_inf().
+// visited. Rows that see no key at all end with l = 0 and are written as zeros; rows with a
+// NaN or +inf score are written as NaN; a key of probability 0 contributes nothing even
+// when its value is not finite — the same rules as the three-pass path and the reference.
+// float.wgsl and heads.wgsl (prepended) supply the float helpers and map z to (batch, head).
 
 override WG_X: u32 = 16u;   // invocations along value columns: ceil(dv / 4) rounded up, ≥ 4
 override D_VEC: u32 = 16u;  // vec4s of one staged query row: ceil(d / 4), rounded up
@@ -80,9 +82,15 @@ var<workgroup> row_max: array<f32, 4 * WG_Y>;
 var<workgroup> row_sum: array<f32, 4 * WG_Y>;
 var<workgroup> row_shrink: array<f32, 4 * WG_Y>;
 var<workgroup> next_max: array<f32, 4 * WG_Y>;
+var<workgroup> row_bad: array<u32, 4 * WG_Y>;  // the row has met a NaN or +inf score
+var<workgroup> next_bad: array<u32, 4 * WG_Y>;
 // Per (row, part) partial max and sum: phase B splits each row over WG_X / 4 invocations.
 var<workgroup> part_max: array<f32, WG_X * WG_Y>;
 var<workgroup> part_sum: array<f32, WG_X * WG_Y>;
+var<workgroup> part_bad: array<u32, WG_X * WG_Y>;
+// Set when the staged block of values holds a non-finite element (phase C then takes the
+// careful route that keeps probability-0 keys out).
+var<workgroup> values_nonfinite: atomic<u32>;
 
 // Four consecutive elements from `at` of K or V, of which the first `n` exist.
 fn key4(at: u32, n: u32) -> vec4<f32> {
@@ -125,6 +133,9 @@ fn stage_kv(t: u32, base: u32, s0: u32, values: bool) {
             let at = base + (s0 + c) * stride + i;
             if values {
                 x = value4(at, width - i);
+                if !all_finite(x) {
+                    atomicOr(&values_nonfinite, 1u);
+                }
             } else {
                 x = key4(at, width - i);
             }
@@ -165,6 +176,7 @@ fn main(
     for (var r = t; r < br; r += invocations) {
         row_max[r] = neg_inf();
         row_sum[r] = 0.0;
+        row_bad[r] = 0u;
     }
     workgroupBarrier();
 
@@ -189,6 +201,9 @@ fn main(
         // A. Scores of 4 × 4 micro-tiles, from the staged keys (zeros past the end, masked
         // to -inf below).
         stage_kv(t, k_base, s0, false);
+        if t == 0u {
+            atomicStore(&values_nonfinite, 0u);
+        }
         workgroupBarrier();
         for (var tile = t; tile < WG_Y * (BC / 4u); tile += invocations) {
             let rg = tile / (BC / 4u);
@@ -214,15 +229,23 @@ fn main(
                     for (var r = 0u; r < 4u; r++) {
                         let l = min(l0 + rg * 4u + r, p.rows - 1u);
                         var x = sc[r][c];
+                        // Blocked (causal, or a mask entry of -inf) is -inf outright.
+                        var blocked = causal && i32(s) > i32(l) + p.causal_offset;
                         if (p.flags & 1u) != 0u {
-                            x += mask0[hd.batch * p.mask0_stride_b + hd.head_q * p.mask0_stride_h
-                                + l * p.mask0_stride_l + s * p.mask0_stride_s];
+                            let m = mask0[hd.batch * p.mask0_stride_b
+                                + hd.head_q * p.mask0_stride_h + l * p.mask0_stride_l
+                                + s * p.mask0_stride_s];
+                            blocked = blocked || is_neg_inf(m);
+                            x += m;
                         }
                         if (p.flags & 2u) != 0u {
-                            x += mask1[hd.batch * p.mask1_stride_b + hd.head_q * p.mask1_stride_h
-                                + l * p.mask1_stride_l + s * p.mask1_stride_s];
+                            let m = mask1[hd.batch * p.mask1_stride_b
+                                + hd.head_q * p.mask1_stride_h + l * p.mask1_stride_l
+                                + s * p.mask1_stride_s];
+                            blocked = blocked || is_neg_inf(m);
+                            x += m;
                         }
-                        if causal && i32(s) > i32(l) + p.causal_offset {
+                        if blocked {
                             x = neg_inf();
                         }
                         col[r] = x;
@@ -233,24 +256,33 @@ fn main(
         }
         workgroupBarrier();
 
-        // B1. Partial maxima.
+        // B1. Partial maxima, and whether a NaN or +inf score was met.
         var m_part = neg_inf();
+        var bad = 0u;
         for (var c = first_key; c < first_key + keys_per_part; c++) {
-            m_part = max(m_part, p_tile[c * WG_Y + stat_rg][stat_r]);
+            let x = p_tile[c * WG_Y + stat_rg][stat_r];
+            if poisons_row(x) {
+                bad = 1u;
+            } else {
+                m_part = max(m_part, x);
+            }
         }
         part_max[t] = m_part;
+        part_bad[t] = bad;
         workgroupBarrier();
 
         // B2. The row's new maximum; probabilities exp(s − m) and partial sums.
         let m_old = row_max[stat_row];
         var m_new = m_old;
+        var row_poisoned = row_bad[stat_row];
         for (var i = 0u; i < parts; i++) {
             m_new = max(m_new, part_max[stat_row * parts + i]);
+            row_poisoned = row_poisoned | part_bad[stat_row * parts + i];
         }
         var sum = 0.0;
         var shrink = 1.0;
-        if m_new == neg_inf() {
-            // Nothing visible yet: every probability of this block is zero.
+        if row_poisoned != 0u || is_neg_inf(m_new) {
+            // Nothing to weigh: the row is NaN (written at the end) or sees nothing yet.
             for (var c = first_key; c < first_key + keys_per_part; c++) {
                 p_tile[c * WG_Y + stat_rg][stat_r] = 0.0;
             }
@@ -265,6 +297,7 @@ fn main(
         part_sum[t] = sum;
         if t % parts == 0u {
             next_max[stat_row] = m_new;
+            next_bad[stat_row] = row_poisoned;
             row_shrink[stat_row] = shrink;
         }
         // The keys are done with: stage the values in their place.
@@ -276,13 +309,26 @@ fn main(
             acc[r] *= row_shrink[lid.y * 4u + r];
         }
         let keys = min(BC, kv_end - s0);
-        for (var c = 0u; c < keys; c++) {
-            let pr = p_tile[c * WG_Y + lid.y];
-            let vv = kv_tile[c * KV_VEC + lid.x];
-            acc[0] = fma(vec4<f32>(pr.x), vv, acc[0]);
-            acc[1] = fma(vec4<f32>(pr.y), vv, acc[1]);
-            acc[2] = fma(vec4<f32>(pr.z), vv, acc[2]);
-            acc[3] = fma(vec4<f32>(pr.w), vv, acc[3]);
+        if atomicLoad(&values_nonfinite) == 0u {
+            for (var c = 0u; c < keys; c++) {
+                let pr = p_tile[c * WG_Y + lid.y];
+                let vv = kv_tile[c * KV_VEC + lid.x];
+                acc[0] = fma(vec4<f32>(pr.x), vv, acc[0]);
+                acc[1] = fma(vec4<f32>(pr.y), vv, acc[1]);
+                acc[2] = fma(vec4<f32>(pr.z), vv, acc[2]);
+                acc[3] = fma(vec4<f32>(pr.w), vv, acc[3]);
+            }
+        } else {
+            // A key of probability 0 contributes nothing, even a non-finite value.
+            let zero = vec4<f32>(0.0);
+            for (var c = 0u; c < keys; c++) {
+                let pr = p_tile[c * WG_Y + lid.y];
+                let vv = kv_tile[c * KV_VEC + lid.x];
+                acc[0] += select(pr.x * vv, zero, pr.x == 0.0);
+                acc[1] += select(pr.y * vv, zero, pr.y == 0.0);
+                acc[2] += select(pr.z * vv, zero, pr.z == 0.0);
+                acc[3] += select(pr.w * vv, zero, pr.w == 0.0);
+            }
         }
         if t < br {
             var total = row_sum[t] * row_shrink[t];
@@ -291,6 +337,7 @@ fn main(
             }
             row_sum[t] = total;
             row_max[t] = next_max[t];
+            row_bad[t] = next_bad[t];
         }
         workgroupBarrier();
     }
@@ -303,10 +350,12 @@ fn main(
             break;
         }
         let sum = row_sum[lid.y * 4u + r];
-        // NaN stays NaN (a NaN input poisons its row, as in the reference).
         var inv = 1.0 / sum;
         if sum == 0.0 {
             inv = 0.0;
+        }
+        if row_bad[lid.y * 4u + r] != 0u {
+            inv = nan();
         }
         for (var c = 0u; c < 4u; c++) {
             let j = lid.x * 4u + c;

@@ -12,6 +12,9 @@
 //   fn load_b(z: u32, k: u32, n: u32) -> f32     element (k, n) of batch z's B, 0 outside
 //   const B_N_CONTIGUOUS: bool                   B's memory runs along n (else along k),
 //                                                so adjacent invocations load adjacent floats
+//   const SKIP_ZERO_A: bool                      an A element of exactly 0 contributes
+//                                                nothing, even against a non-finite B
+//                                                (P·V: masked keys never touch a row)
 
 override WG_X: u32 = 16u; // invocations along n
 override WG_Y: u32 = 16u; // invocations along m
@@ -55,10 +58,18 @@ fn gemm_tile(z: u32, row0: u32, col0: u32, depth: u32, lid: vec3<u32>) -> array<
         for (var kk = 0u; kk < BK; kk++) {
             let a = tile_a[kk * WG_Y + lid.y];
             let b = tile_b[kk * WG_X + lid.x];
-            acc[0] = fma(vec4<f32>(a.x), b, acc[0]);
-            acc[1] = fma(vec4<f32>(a.y), b, acc[1]);
-            acc[2] = fma(vec4<f32>(a.z), b, acc[2]);
-            acc[3] = fma(vec4<f32>(a.w), b, acc[3]);
+            if SKIP_ZERO_A && !all_finite(b) {
+                let zero = vec4<f32>(0.0);
+                acc[0] += select(a.x * b, zero, a.x == 0.0);
+                acc[1] += select(a.y * b, zero, a.y == 0.0);
+                acc[2] += select(a.z * b, zero, a.z == 0.0);
+                acc[3] += select(a.w * b, zero, a.w == 0.0);
+            } else {
+                acc[0] = fma(vec4<f32>(a.x), b, acc[0]);
+                acc[1] = fma(vec4<f32>(a.y), b, acc[1]);
+                acc[2] = fma(vec4<f32>(a.z), b, acc[2]);
+                acc[3] = fma(vec4<f32>(a.w), b, acc[3]);
+            }
         }
         workgroupBarrier();
     }

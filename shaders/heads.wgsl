@@ -13,8 +13,3 @@ fn head_of(z: u32, batch0: u32, heads_q: u32, group: u32) -> Head {
     let h = z % heads_q;
     return Head(batch0 + z / heads_q, h, h / group);
 }
-
-// -inf, spelled so that no constant-expression overflows.
-fn neg_inf() -> f32 {
-    return bitcast<f32>(0xff800000u);
-}

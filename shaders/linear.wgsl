@@ -23,6 +23,7 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 
 const B_N_CONTIGUOUS: bool = false; // W[n, k] runs along k
+const SKIP_ZERO_A: bool = false;
 
 fn load_a(z: u32, m: u32, k: u32) -> f32 {
     if m < p.rows && k < p.depth {

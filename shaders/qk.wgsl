@@ -42,6 +42,7 @@ struct Params {
 @group(0) @binding(5) var<storage, read_write> scores: array<f32>;
 
 const B_N_CONTIGUOUS: bool = false; // K[s, i] runs along i, the depth
+const SKIP_ZERO_A: bool = false;
 
 fn load_a(z: u32, m: u32, i: u32) -> f32 {
     if m < p.rows && i < p.depth {
@@ -79,15 +80,22 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
                 break;
             }
             var v = acc[r][c] * p.scale;
+            // A blocked position (causal, or a mask entry of -inf) is -inf outright, so a
+            // non-finite key never reaches a row that may not attend to it.
+            var blocked = (p.flags & 4u) != 0u && i32(s) > i32(l) + p.causal_offset;
             if (p.flags & 1u) != 0u {
-                v += mask0[hd.batch * p.mask0_stride_b + hd.head_q * p.mask0_stride_h
+                let m = mask0[hd.batch * p.mask0_stride_b + hd.head_q * p.mask0_stride_h
                     + l * p.mask0_stride_l + s * p.mask0_stride_s];
+                blocked = blocked || is_neg_inf(m);
+                v += m;
             }
             if (p.flags & 2u) != 0u {
-                v += mask1[hd.batch * p.mask1_stride_b + hd.head_q * p.mask1_stride_h
+                let m = mask1[hd.batch * p.mask1_stride_b + hd.head_q * p.mask1_stride_h
                     + l * p.mask1_stride_l + s * p.mask1_stride_s];
+                blocked = blocked || is_neg_inf(m);
+                v += m;
             }
-            if (p.flags & 4u) != 0u && i32(s) > i32(l) + p.causal_offset {
+            if blocked {
                 v = neg_inf();
             }
             scores[(z * p.rows + m) * p.cols + s] = v;

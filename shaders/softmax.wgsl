@@ -3,7 +3,8 @@
 // (max, sum) pair — the online softmax, one read of the row instead of two — then the
 // workgroup merges the pairs in a tree and every invocation writes its share.
 // A row whose every score is -inf (fully masked) has no maximum: it becomes all zeros,
-// never NaN.
+// never NaN. A row with a NaN or +inf score has no meaningful distribution: it becomes all
+// NaN, and no other row is touched. float.wgsl (prepended) has the float helpers.
 
 override WG: u32 = 128u;
 
@@ -19,15 +20,12 @@ struct Params {
 
 var<workgroup> part_max: array<f32, WG>;
 var<workgroup> part_sum: array<f32, WG>;
-
-fn neg_inf() -> f32 {
-    return bitcast<f32>(0xff800000u);
-}
+var<workgroup> part_bad: array<u32, WG>;
 
 // Merges two (max, sum) pairs; -inf maxima contribute nothing (and make no NaN).
 fn merge(m1: f32, s1: f32, m2: f32, s2: f32) -> vec2<f32> {
     let m = max(m1, m2);
-    if m == neg_inf() {
+    if is_neg_inf(m) {
         return vec2<f32>(m, 0.0);
     }
     return vec2<f32>(m, s1 * exp(m1 - m) + s2 * exp(m2 - m));
@@ -46,10 +44,13 @@ fn main(
 
     var m = neg_inf();
     var s = 0.0;
+    var bad = 0u;
     if in_range {
         for (var i = t; i < p.cols; i += WG) {
             let x = scores[base + i];
-            if x > m {
+            if poisons_row(x) {
+                bad = 1u;
+            } else if x > m {
                 s = s * exp(m - x) + 1.0;
                 m = x;
             } else if x != neg_inf() {
@@ -59,21 +60,26 @@ fn main(
     }
     part_max[t] = m;
     part_sum[t] = s;
+    part_bad[t] = bad;
     workgroupBarrier();
     for (var half = WG / 2u; half > 0u; half /= 2u) {
         if t < half {
             let merged = merge(part_max[t], part_sum[t], part_max[t + half], part_sum[t + half]);
             part_max[t] = merged.x;
             part_sum[t] = merged.y;
+            part_bad[t] = part_bad[t] | part_bad[t + half];
         }
         workgroupBarrier();
     }
     let row_max = part_max[0];
     let inv_sum = 1.0 / part_sum[0];
+    let row_bad = part_bad[0] != 0u;
     if in_range {
         for (var i = t; i < p.cols; i += WG) {
             var prob = 0.0;
-            if row_max != neg_inf() {
+            if row_bad {
+                prob = nan();
+            } else if !is_neg_inf(row_max) {
                 prob = exp(scores[base + i] - row_max) * inv_sum;
             }
             scores[base + i] = prob;

@@ -297,7 +297,10 @@ fn attention(core: &Core, rows: &[usize], keep_probs: bool) -> (Vec<f32>, Option
                 scores_row(core, b, h, l, core.q.row(b, h, i), &mut probs);
                 softmax_row(&mut probs);
                 for j in 0..d.head_dim_v {
+                    // A key with probability exactly 0 contributes nothing, even a
+                    // non-finite value: masked keys never touch a row.
                     let acc: f64 = (0..d.len_kv)
+                        .filter(|&s| probs[s] != 0.0)
                         .map(|s| probs[s] * f64::from(core.v.row(b, hkv, s)[j]))
                         .sum();
                     out.push(acc as f32);
@@ -312,37 +315,39 @@ fn attention(core: &Core, rows: &[usize], keep_probs: bool) -> (Vec<f32>, Option
 }
 
 /// Scores of query row `l` (head `h`, batch `b`) against every key: `q·k·scale` plus the
-/// masks, `-inf` where the causal mask hides the key.
+/// masks. A key hidden by the causal mask or by a mask entry of `-inf` (a blocked bool) is
+/// `-inf` outright, whatever its dot product — so a non-finite key never reaches a row
+/// that may not attend to it.
 fn scores_row(core: &Core, b: usize, h: usize, l: usize, q: &[f32], scores: &mut [f64]) {
     let d = core.dims;
     let hkv = h / d.group();
     let offset = core.causal.map(|c| c.offset(d.len_q, d.len_kv));
     for (s, score) in scores.iter_mut().enumerate() {
         let visible = offset.is_none_or(|off| s as i64 <= l as i64 + off);
-        *score = if visible {
-            let masks: f64 = core
-                .masks
-                .iter()
-                .flatten()
-                .map(|m| f64::from(m.at(b, h, l, s)))
-                .sum();
-            dot(q, core.k.row(b, hkv, s)) * core.scale + masks
-        } else {
+        let masks: Vec<f64> = core
+            .masks
+            .iter()
+            .flatten()
+            .map(|m| f64::from(m.at(b, h, l, s)))
+            .collect();
+        let blocked = !visible || masks.contains(&f64::NEG_INFINITY);
+        *score = if blocked {
             f64::NEG_INFINITY
+        } else {
+            dot(q, core.k.row(b, hkv, s)) * core.scale + masks.iter().sum::<f64>()
         };
     }
 }
 
 /// In-place softmax with max subtraction. A row that may attend to nothing (max `-inf`)
-/// becomes all zeros instead of `0/0`; a NaN anywhere makes the whole row NaN.
+/// becomes all zeros instead of `0/0`; a NaN or `+inf` score anywhere makes the whole row
+/// NaN (there is no meaningful distribution), and the GPU kernels do the same.
 fn softmax_row(row: &mut [f64]) {
-    // NaN-propagating max: once NaN, it stays NaN.
-    let max = row.iter().fold(
-        f64::NEG_INFINITY,
-        |m, &x| {
-            if x.is_nan() || x > m { x } else { m }
-        },
-    );
+    if row.iter().any(|x| x.is_nan() || *x == f64::INFINITY) {
+        row.fill(f64::NAN);
+        return;
+    }
+    let max = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     if max == f64::NEG_INFINITY {
         row.fill(0.0);
         return;

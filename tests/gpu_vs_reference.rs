@@ -485,3 +485,70 @@ fn sdpa_shapes_and_options_match_reference() {
         },
     );
 }
+
+/// The non-finite rules, on both paths and the reference alike: a NaN query row is NaN and
+/// touches no other row; a non-finite key or value reaches only the rows that may attend to
+/// it — blocked (bool mask, -inf, causal) keys never touch a row.
+#[test]
+fn non_finite_inputs_stay_where_they_belong() {
+    let mut rng = rng();
+    let (b, h, l, s, d) = (1, 2, 6, 9, 8);
+    let mut q = random(&mut rng, &[b, h, l, d], 1.0);
+    let mut k = random(&mut rng, &[b, h, s, d], 1.0);
+    let mut v = random(&mut rng, &[b, h, s, d], 1.0);
+    q.data[(2 * d)..(3 * d)].fill(f32::NAN); // head 0, query row 2
+    k.data[7 * d] = f32::NAN; // head 0, key 7
+    v.data[(s + 8) * d + 3] = f32::INFINITY; // head 1, value 8
+    // Keys 7 and 8 blocked for query rows 0 and 1 (SDPA polarity: false = blocked).
+    let mut allowed = vec![true; l * s];
+    for row in 0..2 {
+        allowed[row * s + 7] = false;
+        allowed[row * s + 8] = false;
+    }
+    let mask = Mask::bool([l, s], allowed).unwrap();
+    for causal in [None, Some(Causal::TopLeft)] {
+        let opts = SdpaOptions {
+            attn_mask: Some(&mask),
+            causal,
+            ..Default::default()
+        };
+        let want = reference::sdpa(&q, &k, &v, &opts).unwrap();
+        for path in [AttentionPath::ThreePass, AttentionPath::Fused] {
+            let got =
+                scaled_dot_product_attention(&gpu(), &q, &k, &v, &SdpaOptions { path, ..opts })
+                    .unwrap();
+            for (i, (g, w)) in got.data.iter().zip(&want.data).enumerate() {
+                let (head, row) = (i / (l * d), i / d % l);
+                assert_eq!(
+                    g.is_nan(),
+                    w.is_nan(),
+                    "{path:?} {causal:?} head {head} row {row}: got {g}, want {w}"
+                );
+                if !w.is_nan() {
+                    assert!(
+                        g == w || (g - w).abs() <= 1e-5 + 1e-4 * w.abs(),
+                        "{path:?} {causal:?} element {i}: {g} vs {w}"
+                    );
+                }
+            }
+            let row = |head: usize, r: usize| &got.data[(head * l + r) * d..(head * l + r + 1) * d];
+            // The NaN query row is NaN; its neighbours are not.
+            assert!(row(0, 2).iter().all(|x| x.is_nan()), "{path:?}");
+            assert!(
+                row(0, 3).iter().all(|x| x.is_finite()) || causal.is_none(),
+                "{path:?}"
+            );
+            // Rows 0 and 1 never see key 7 (NaN) or value 8 (inf).
+            for r in 0..2 {
+                assert!(
+                    row(0, r).iter().all(|x| x.is_finite()),
+                    "{path:?} head 0 row {r}"
+                );
+                assert!(
+                    row(1, r).iter().all(|x| x.is_finite()),
+                    "{path:?} head 1 row {r}"
+                );
+            }
+        }
+    }
+}

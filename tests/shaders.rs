@@ -40,7 +40,7 @@ fn tile_sizes_are_override_constants() {
         let expected: &[&str] = match name {
             "linear" | "qk" | "av" => &["WG_X", "WG_Y", "BK"],
             "softmax" => &["WG"],
-            "fused" => &["WG_X", "D_VEC", "BC", "KV_VEC"],
+            "fused" => &["WG_X", "D_VEC", "WG_Y", "BC", "KV_VEC"],
             _ => &[],
         };
         assert_eq!(overrides, expected, "{name}");

@@ -154,9 +154,9 @@ impl Variant {
     }
 }
 
-/// The fused kernel's source: head indexing, then the kernel.
+/// The fused kernel's source: float helpers, head indexing, then the kernel.
 pub(crate) fn shader_source() -> String {
-    [source::HEADS, source::FUSED].concat()
+    [source::FLOAT, source::HEADS, source::FUSED].concat()
 }
 
 /// Builds the pipeline of one class.

@@ -13,10 +13,12 @@ pub(crate) mod softmax;
 
 pub use crate::tuning::{GemmTiles, Tuning};
 
-/// WGSL sources. The matrix-product kernels are compositions: the shared tiled core
-/// (`gemm_tile.wgsl`), the head indexing of attention (`heads.wgsl`), and the kernel itself,
-/// which supplies the loads and the epilogue. WGSL has no include; concatenation is it.
+/// WGSL sources. Kernels are compositions: float helpers (`float.wgsl`), for the matrix
+/// products the shared tiled core (`gemm_tile.wgsl`), the head indexing of attention
+/// (`heads.wgsl`), and the kernel itself, which supplies the loads and the epilogue. WGSL has
+/// no include; concatenation is it.
 mod source {
+    pub const FLOAT: &str = include_str!("../../shaders/float.wgsl");
     pub const GEMM_TILE: &str = include_str!("../../shaders/gemm_tile.wgsl");
     pub const HEADS: &str = include_str!("../../shaders/heads.wgsl");
     pub const LINEAR: &str = include_str!("../../shaders/linear.wgsl");
@@ -31,16 +33,19 @@ mod source {
 /// with naga in the tests, and for anyone reading what runs).
 pub fn shader_sources() -> Vec<(&'static str, String)> {
     vec![
-        ("linear", [source::GEMM_TILE, source::LINEAR].concat()),
+        (
+            "linear",
+            [source::FLOAT, source::GEMM_TILE, source::LINEAR].concat(),
+        ),
         (
             "qk",
-            [source::GEMM_TILE, source::HEADS, source::QK].concat(),
+            [source::FLOAT, source::GEMM_TILE, source::HEADS, source::QK].concat(),
         ),
         (
             "av",
-            [source::GEMM_TILE, source::HEADS, source::AV].concat(),
+            [source::FLOAT, source::GEMM_TILE, source::HEADS, source::AV].concat(),
         ),
-        ("softmax", source::SOFTMAX.to_string()),
+        ("softmax", [source::FLOAT, source::SOFTMAX].concat()),
         ("head_mean", source::HEAD_MEAN.to_string()),
         ("fused", fused::shader_source()),
     ]

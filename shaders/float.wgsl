@@ -1,0 +1,30 @@
+// Shared by every attention kernel: special float values and tests on them.
+//
+// WGSL lets a compiler assume that floats are finite, so a comparison such as `x != x` may
+// be folded away; these tests look at the bits instead, which no compiler may ignore.
+
+// -inf and NaN, spelled so that no constant expression overflows.
+fn neg_inf() -> f32 {
+    return bitcast<f32>(0xff800000u);
+}
+
+fn nan() -> f32 {
+    return bitcast<f32>(0x7fc00000u);
+}
+
+// A mask entry that blocks its position outright (a blocked bool, a float -inf).
+fn is_neg_inf(x: f32) -> bool {
+    return bitcast<u32>(x) == 0xff800000u;
+}
+
+// A score that leaves its row without a meaningful distribution: NaN or +inf.
+fn poisons_row(x: f32) -> bool {
+    let bits = bitcast<u32>(x);
+    return (bits & 0x7fffffffu) > 0x7f800000u || bits == 0x7f800000u;
+}
+
+// Whether all four components are finite.
+fn all_finite(v: vec4<f32>) -> bool {
+    let exponent = bitcast<vec4<u32>>(v) & vec4<u32>(0x7f800000u);
+    return all(exponent != vec4<u32>(0x7f800000u));
+}
