@@ -50,7 +50,16 @@ pub(crate) struct Variant {
 /// (query rows, keys) per workgroup, most reuse of each staged key first. More query rows
 /// per workgroup share each staged key and value among more rows; they need more workgroup
 /// memory and leave more of the last block idle on short queries.
-pub const BLOCKS: [(u32, u32); 6] = [(32, 32), (64, 16), (32, 16), (16, 32), (16, 16), (16, 8)];
+pub const BLOCKS: [(u32, u32); 8] = [
+    (32, 32),
+    (64, 16),
+    (32, 16),
+    (16, 32),
+    (16, 16),
+    (16, 8),
+    (4, 32),
+    (4, 16),
+];
 
 impl Variant {
     /// Every class that could run head sizes `d`, `dv` (any device), best first.
@@ -80,12 +89,16 @@ impl Variant {
         let fitting: Vec<Self> = Self::candidates(d, dv)
             .filter(|v| v.check(limits).is_ok())
             .collect();
+        // A decode step (one query row) wastes 3/4 of a 4-row block, not 15/16 of a 16-row one.
+        let short = (len_q as u32).next_power_of_two().max(4);
         if let Some((rows, bc)) = preferred {
-            if let Some(v) = fitting.iter().find(|v| v.rows() == rows && v.bc == bc) {
+            let tuned = fitting
+                .iter()
+                .find(|v| v.rows() == rows && v.bc == bc && v.rows() <= short);
+            if let Some(v) = tuned {
                 return Ok(*v);
             }
         }
-        let short = (len_q as u32).next_power_of_two().max(16);
         fitting
             .iter()
             .find(|v| v.rows() <= short)
