@@ -305,6 +305,43 @@ pub(crate) fn record_core<'k>(
     Ok(())
 }
 
+/// Records a prepared call into a fresh batch (keeping only kernel `only`, if given),
+/// submits it and waits: what `run` and `run_kernel` of the prepared calls do.
+pub(crate) fn run_recorded<'k>(
+    gpu: &'k Gpu,
+    only: Option<&'k str>,
+    record: impl FnOnce(&mut Batch<'k>) -> Result<()>,
+) -> Result<()> {
+    if let Some(name) = only {
+        crate::kernels::check_kernel_name(name)?;
+    }
+    scoped(gpu, "running attention", || {
+        let mut batch = match only {
+            Some(name) => Batch::only(gpu, name),
+            None => Batch::new(gpu),
+        };
+        record(&mut batch)?;
+        batch.submit();
+        buffer::wait(gpu)
+    })
+}
+
+/// Like [`run_recorded`], timed: wall clock from the start of recording, and per-dispatch
+/// GPU timestamps where the device has them.
+pub(crate) fn run_recorded_timed<'k>(
+    gpu: &'k Gpu,
+    record: impl FnOnce(&mut Batch<'k>) -> Result<()>,
+) -> Result<crate::batch::RunTiming> {
+    scoped(gpu, "timed run", || {
+        let start = std::time::Instant::now();
+        let mut batch = Batch::new(gpu);
+        record(&mut batch)?;
+        let mut timing = crate::batch::run_timed(gpu, batch)?;
+        timing.wall = start.elapsed();
+        Ok(timing)
+    })
+}
+
 /// `Err(TooLarge)` when `count` workgroups exceed one grid dimension.
 fn check_grid(what: &str, count: usize) -> Result<()> {
     if count > MAX_GROUPS as usize {

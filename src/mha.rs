@@ -9,13 +9,13 @@
 
 use std::path::Path;
 
-use crate::attention::{Core, CorePlan, record_core, scoped};
-use crate::batch::{Batch, RunTiming, run_timed};
+use crate::attention::{Core, CorePlan, record_core, run_recorded, run_recorded_timed, scoped};
+use crate::batch::{Batch, RunTiming};
 use crate::buffer::{self, bytes_of_f32, check_binding, check_buffer};
 use crate::error::Result;
 use crate::gpu::Gpu;
 use crate::kernels::linear::{self, At, Linear};
-use crate::kernels::{HeadView, MaskBinding, check_kernel_name};
+use crate::kernels::{HeadView, MaskBinding};
 use crate::options::{AttentionPath, Causal, MhaConfig, MhaOptions, MhaOutput};
 use crate::problem::{CoreDims, MaskView, validate_mha};
 use crate::tensor::Tensor;
@@ -367,44 +367,23 @@ impl PreparedMha<'_> {
         &self.out_shape
     }
 
-    /// Records and submits the forward's kernels and waits for them: one submit.
+    /// Records and submits the kernels and waits for them: one submit.
     pub fn run(&self) -> Result<()> {
-        let gpu = &self.mha.gpu;
-        scoped(gpu, "multi-head attention forward", || {
-            let mut batch = Batch::new(gpu);
-            self.record(&mut batch)?;
-            batch.submit();
-            buffer::wait(gpu)
-        })
+        run_recorded(&self.mha.gpu, None, |batch| self.record(batch))
     }
 
     /// Like [`run`](Self::run), timed: the host's wall clock, and per-dispatch GPU
     /// timestamps where the device has them (each dispatch then gets its own compute pass).
     /// The wall time includes recording the commands.
     pub fn run_timed(&self) -> Result<RunTiming> {
-        let gpu = &self.mha.gpu;
-        scoped(gpu, "timed run", || {
-            let start = std::time::Instant::now();
-            let mut batch = Batch::new(gpu);
-            self.record(&mut batch)?;
-            let mut timing = run_timed(gpu, batch)?;
-            timing.wall = start.elapsed();
-            Ok(timing)
-        })
+        run_recorded_timed(&self.mha.gpu, |batch| self.record(batch))
     }
 
     /// Runs only the dispatches of kernel `name` (one of
     /// [`KERNEL_NAMES`](crate::kernels::KERNEL_NAMES)), on whatever its inputs hold: the
     /// benchmark's per-pass wall clock. Run [`run`](Self::run) first for meaningful inputs.
     pub fn run_kernel(&self, name: &str) -> Result<()> {
-        check_kernel_name(name)?;
-        let gpu = &self.mha.gpu;
-        scoped(gpu, "running one kernel", || {
-            let mut batch = Batch::only(gpu, name);
-            self.record(&mut batch)?;
-            batch.submit();
-            buffer::wait(gpu)
-        })
+        run_recorded(&self.mha.gpu, Some(name), |batch| self.record(batch))
     }
 
     /// Copies the results of the last [`run`](Self::run) back to the host.

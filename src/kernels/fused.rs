@@ -7,7 +7,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{HeadView, Kernel, Kernels, MaskBinding, source};
+use super::{HeadView, Kernel, Kernels, MaskBinding, mask_params, source};
 use crate::batch::Batch;
 use crate::error::{Error, Result};
 use crate::problem::CoreDims;
@@ -214,16 +214,7 @@ pub(crate) fn record<'k>(
     f: &Fused,
 ) {
     let d = &f.dims;
-    let mut flags = 0;
-    for (i, m) in f.masks.iter().enumerate() {
-        if m.is_some() {
-            flags |= 1 << i;
-        }
-    }
-    if f.causal_offset.is_some() {
-        flags |= 4;
-    }
-    let strides = |m: &Option<MaskBinding>| m.map_or([0; 4], |m| m.strides);
+    let (flags, mask0, mask1) = mask_params(&f.masks, f.causal_offset);
     let params = Params {
         rows: d.len_q as u32,
         cols: d.len_kv as u32,
@@ -240,8 +231,8 @@ pub(crate) fn record<'k>(
         scale: f.scale,
         causal_offset: f.causal_offset.unwrap_or(0),
         _pad1: [0; 2],
-        mask0: strides(&f.masks[0]),
-        mask1: strides(&f.masks[1]),
+        mask0,
+        mask1,
     };
     let mask = |i: usize| f.masks[i].map_or(&kernels.placeholder, |m| m.buffer);
     batch.dispatch(

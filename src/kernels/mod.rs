@@ -294,6 +294,25 @@ pub(crate) struct MaskBinding<'a> {
     pub strides: [u32; 4],
 }
 
+/// The mask part of a kernel's parameters: flags (bit 0: mask 0, bit 1: mask 1, bit 2:
+/// causal) and each mask's strides (zeros when absent).
+pub(crate) fn mask_params(
+    masks: &[Option<MaskBinding>; 2],
+    causal_offset: Option<i32>,
+) -> (u32, [u32; 4], [u32; 4]) {
+    let mut flags = 0;
+    for (i, m) in masks.iter().enumerate() {
+        if m.is_some() {
+            flags |= 1 << i;
+        }
+    }
+    if causal_offset.is_some() {
+        flags |= 4;
+    }
+    let strides = |m: &Option<MaskBinding>| m.map_or([0; 4], |m| m.strides);
+    (flags, strides(&masks[0]), strides(&masks[1]))
+}
+
 /// One block of the score matrix: `batch_count` whole batches from `batch0`, all heads, query
 /// rows `row0 .. row0 + rows`.
 #[derive(Clone, Copy, Debug)]

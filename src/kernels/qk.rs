@@ -2,7 +2,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{Block, HeadView, Kernels, MaskBinding};
+use super::{Block, HeadView, Kernels, MaskBinding, mask_params};
 use crate::batch::Batch;
 use crate::problem::CoreDims;
 
@@ -50,16 +50,7 @@ pub(crate) fn record<'k>(
     scores: &wgpu::Buffer,
 ) {
     let d = &s.dims;
-    let mut flags = 0;
-    for (i, m) in s.masks.iter().enumerate() {
-        if m.is_some() {
-            flags |= 1 << i;
-        }
-    }
-    if s.causal_offset.is_some() {
-        flags |= 4;
-    }
-    let strides = |m: &Option<MaskBinding>| m.map_or([0; 4], |m| m.strides);
+    let (flags, mask0, mask1) = mask_params(&s.masks, s.causal_offset);
     let params = Params {
         rows: block.rows,
         cols: d.len_kv as u32,
@@ -73,8 +64,8 @@ pub(crate) fn record<'k>(
         k: view(&s.k),
         scale: s.scale,
         causal_offset: s.causal_offset.unwrap_or(0),
-        mask0: strides(&s.masks[0]),
-        mask1: strides(&s.masks[1]),
+        mask0,
+        mask1,
         _pad: [0; 2],
     };
     let mask = |i: usize| s.masks[i].map_or(&kernels.placeholder, |m| m.buffer);
