@@ -199,3 +199,54 @@ fn bench_writes_json_csv_and_compares() {
     assert!(stdout.contains("new/old"), "{stdout}");
     assert!(stdout.matches("custom ").count() >= 2, "{stdout}");
 }
+
+#[test]
+fn sweep_draws_png_and_svg() {
+    let dir = scratch("sweep");
+    let json = scratch("sweep.json");
+    let (code, stdout, stderr) = run(bin()
+        .env("WGPU_MHA_FONT", "none")
+        .args([
+            "bench",
+            "--sweep",
+            "seq=8,16",
+            "--batch",
+            "1",
+            "--d-model",
+            "16",
+            "--heads",
+            "2",
+            "--iters",
+            "1",
+            "--pass-runs",
+            "1",
+            "--plot-dir",
+        ])
+        .arg(&dir)
+        .arg("--json")
+        .arg(&json));
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    for ext in ["png", "svg"] {
+        let plot = files
+            .iter()
+            .find(|p| p.extension().is_some_and(|e| e == ext))
+            .unwrap_or_else(|| panic!("no .{ext} in {files:?}"));
+        assert!(
+            std::fs::metadata(plot).unwrap().len() > 1000,
+            "{plot:?} is tiny"
+        );
+    }
+    let rows: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let rows = rows.as_array().unwrap();
+    // Two lengths × every path, each checked against the reference, with per-pass figures.
+    assert!(rows.len() >= 4, "{rows:?}");
+    for row in rows {
+        assert_eq!(row["check"], "ok", "{row}");
+        assert!(!row["passes"].as_array().unwrap().is_empty(), "{row}");
+    }
+}
