@@ -50,18 +50,18 @@ fn load_b(z: u32, s: u32, j: u32) -> f32 {
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let origin = tile_origin(wg);
     let z = wg.z;
-    let acc = gemm_tile(z, origin.x, origin.y, p.depth, lid);
+    var acc = gemm_tile(z, origin.x, origin.y, p.depth, lid);
     let hd = head_of(z, p.batch0, p.heads_q, p.group);
     let base = p.o_offset + hd.batch * p.o_stride_b + hd.head_q * p.o_stride_h;
-    for (var r = 0u; r < 4u; r++) {
-        let m = origin.x + 4u * lid.y + r;
+    for (var r = 0u; r < TM; r++) {
+        let m = origin.x + TM * lid.y + r;
         if m >= p.rows {
             break;
         }
-        for (var c = 0u; c < 4u; c++) {
-            let j = origin.y + 4u * lid.x + c;
+        for (var c = 0u; c < TN; c++) {
+            let j = origin.y + TN * lid.x + c;
             if j < p.cols {
-                o[base + (p.row0 + m) * p.o_stride_l + j] = acc[r][c];
+                o[base + (p.row0 + m) * p.o_stride_l + j] = acc_at(&acc, r, c);
             }
         }
     }

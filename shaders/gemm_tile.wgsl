@@ -1,11 +1,11 @@
 // Shared core of the three matrix-product kernels (linear.wgsl, qk.wgsl, av.wgsl), prepended
 // to each of them when the crate builds its pipelines.
 //
-// One workgroup computes a BM × BN tile of C = A · B (BM = 4·WG_Y, BN = 4·WG_X). The depth
+// One workgroup computes a BM × BN tile of C = A · B (BM = 8·WG_Y, BN = 8·WG_X). The depth
 // K is walked BK at a time: the workgroup stages a BM × BK slab of A and a BK × BN slab of B
 // in workgroup memory (each global element is read once per workgroup, not once per output),
-// then every invocation accumulates its own 4 × 4 block of C in registers from vec4 reads of
-// the staged slabs — two vec4 loads feed sixteen multiply-adds.
+// then every invocation accumulates its own 8 × 8 block of C in registers from vec4 reads of
+// the staged slabs — four vec4 loads feed sixty-four multiply-adds.
 //
 // The kernel that includes this file supplies, for its own bindings and strides:
 //   fn load_a(z: u32, m: u32, k: u32) -> f32     element (m, k) of batch z's A, 0 outside
@@ -20,25 +20,30 @@ override WG_X: u32 = 16u; // invocations along n
 override WG_Y: u32 = 16u; // invocations along m
 override BK: u32 = 16u;   // depth of one staged slab
 
-// Staged slabs, k-major: tile_a[kk * WG_Y + i] holds A rows 4i..4i+3 at depth kk.
-var<workgroup> tile_a: array<vec4<f32>, BK * WG_Y>;
-var<workgroup> tile_b: array<vec4<f32>, BK * WG_X>;
+// Rows and columns of C per invocation.
+const TM: u32 = 8u;
+const TN: u32 = 8u;
 
-// The 4 × 4 accumulator block of invocation `lid` in the tile at (row0, col0) of batch z,
-// over depth `depth`. Row r of the block is C[row0 + 4·lid.y + r, col0 + 4·lid.x .. +4].
-fn gemm_tile(z: u32, row0: u32, col0: u32, depth: u32, lid: vec3<u32>) -> array<vec4<f32>, 4> {
+// Staged slabs, k-major: tile_a[kk * 2·WG_Y + i] holds A rows 4i..4i+3 at depth kk.
+var<workgroup> tile_a: array<vec4<f32>, BK * WG_Y * 2u>;
+var<workgroup> tile_b: array<vec4<f32>, BK * WG_X * 2u>;
+
+// The 8 × 8 accumulator block of invocation `lid` in the tile at (row0, col0) of batch z,
+// over depth `depth`: element (r, c) is acc[2r + c / 4][c % 4], C[row0 + 8·lid.y + r,
+// col0 + 8·lid.x + c].
+fn gemm_tile(z: u32, row0: u32, col0: u32, depth: u32, lid: vec3<u32>) -> array<vec4<f32>, 16> {
     let invocation = lid.y * WG_X + lid.x;
     let invocations = WG_X * WG_Y;
-    let bm = 4u * WG_Y;
-    let bn = 4u * WG_X;
-    var acc = array<vec4<f32>, 4>(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+    let bm = TM * WG_Y;
+    let bn = TN * WG_X;
+    var acc: array<vec4<f32>, 16>;
 
     for (var k0 = 0u; k0 < depth; k0 += BK) {
         // Stage A: A is k-contiguous, so consecutive invocations take consecutive k.
         for (var i = invocation; i < bm * BK; i += invocations) {
             let kk = i % BK;
             let mm = i / BK;
-            tile_a[kk * WG_Y + mm / 4u][mm % 4u] = load_a(z, row0 + mm, k0 + kk);
+            tile_a[kk * 2u * WG_Y + mm / 4u][mm % 4u] = load_a(z, row0 + mm, k0 + kk);
         }
         // Stage B along whichever index its memory runs.
         for (var i = invocation; i < bn * BK; i += invocations) {
@@ -51,24 +56,40 @@ fn gemm_tile(z: u32, row0: u32, col0: u32, depth: u32, lid: vec3<u32>) -> array<
                 kk = i % BK;
                 nn = i / BK;
             }
-            tile_b[kk * WG_X + nn / 4u][nn % 4u] = load_b(z, k0 + kk, col0 + nn);
+            tile_b[kk * 2u * WG_X + nn / 4u][nn % 4u] = load_b(z, k0 + kk, col0 + nn);
         }
         workgroupBarrier();
 
         for (var kk = 0u; kk < BK; kk++) {
-            let a = tile_a[kk * WG_Y + lid.y];
-            let b = tile_b[kk * WG_X + lid.x];
-            if SKIP_ZERO_A && !all_finite(b) {
-                let zero = vec4<f32>(0.0);
-                acc[0] += select(a.x * b, zero, a.x == 0.0);
-                acc[1] += select(a.y * b, zero, a.y == 0.0);
-                acc[2] += select(a.z * b, zero, a.z == 0.0);
-                acc[3] += select(a.w * b, zero, a.w == 0.0);
+            let a0 = tile_a[kk * 2u * WG_Y + 2u * lid.y];
+            let a1 = tile_a[kk * 2u * WG_Y + 2u * lid.y + 1u];
+            let b0 = tile_b[kk * 2u * WG_X + 2u * lid.x];
+            let b1 = tile_b[kk * 2u * WG_X + 2u * lid.x + 1u];
+            if SKIP_ZERO_A && !(all_finite(b0) && all_finite(b1)) {
+                for (var r = 0u; r < 4u; r++) {
+                    let zero = vec4<f32>(0.0);
+                    acc[2u * r] += select(a0[r] * b0, zero, a0[r] == 0.0);
+                    acc[2u * r + 1u] += select(a0[r] * b1, zero, a0[r] == 0.0);
+                    acc[2u * r + 8u] += select(a1[r] * b0, zero, a1[r] == 0.0);
+                    acc[2u * r + 9u] += select(a1[r] * b1, zero, a1[r] == 0.0);
+                }
             } else {
-                acc[0] = fma(vec4<f32>(a.x), b, acc[0]);
-                acc[1] = fma(vec4<f32>(a.y), b, acc[1]);
-                acc[2] = fma(vec4<f32>(a.z), b, acc[2]);
-                acc[3] = fma(vec4<f32>(a.w), b, acc[3]);
+                acc[0] = fma(vec4<f32>(a0.x), b0, acc[0]);
+                acc[1] = fma(vec4<f32>(a0.x), b1, acc[1]);
+                acc[2] = fma(vec4<f32>(a0.y), b0, acc[2]);
+                acc[3] = fma(vec4<f32>(a0.y), b1, acc[3]);
+                acc[4] = fma(vec4<f32>(a0.z), b0, acc[4]);
+                acc[5] = fma(vec4<f32>(a0.z), b1, acc[5]);
+                acc[6] = fma(vec4<f32>(a0.w), b0, acc[6]);
+                acc[7] = fma(vec4<f32>(a0.w), b1, acc[7]);
+                acc[8] = fma(vec4<f32>(a1.x), b0, acc[8]);
+                acc[9] = fma(vec4<f32>(a1.x), b1, acc[9]);
+                acc[10] = fma(vec4<f32>(a1.y), b0, acc[10]);
+                acc[11] = fma(vec4<f32>(a1.y), b1, acc[11]);
+                acc[12] = fma(vec4<f32>(a1.z), b0, acc[12]);
+                acc[13] = fma(vec4<f32>(a1.z), b1, acc[13]);
+                acc[14] = fma(vec4<f32>(a1.w), b0, acc[14]);
+                acc[15] = fma(vec4<f32>(a1.w), b1, acc[15]);
             }
         }
         workgroupBarrier();
@@ -78,5 +99,10 @@ fn gemm_tile(z: u32, row0: u32, col0: u32, depth: u32, lid: vec3<u32>) -> array<
 
 // Top-left corner of this workgroup's tile: (row0, col0).
 fn tile_origin(wg: vec3<u32>) -> vec2<u32> {
-    return vec2<u32>(wg.y * 4u * WG_Y, wg.x * 4u * WG_X);
+    return vec2<u32>(wg.y * TM * WG_Y, wg.x * TN * WG_X);
+}
+
+// Element (r, c) of an invocation's accumulator block.
+fn acc_at(acc: ptr<function, array<vec4<f32>, 16>>, r: u32, c: u32) -> f32 {
+    return (*acc)[2u * r + c / 4u][c % 4u];
 }

@@ -42,16 +42,16 @@ fn load_b(z: u32, k: u32, n: u32) -> f32 {
 @compute @workgroup_size(WG_X, WG_Y, 1)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let origin = tile_origin(wg);
-    let acc = gemm_tile(0u, origin.x, origin.y, p.depth, lid);
-    for (var r = 0u; r < 4u; r++) {
-        let m = origin.x + 4u * lid.y + r;
+    var acc = gemm_tile(0u, origin.x, origin.y, p.depth, lid);
+    for (var r = 0u; r < TM; r++) {
+        let m = origin.x + TM * lid.y + r;
         if m >= p.rows {
             break;
         }
-        for (var c = 0u; c < 4u; c++) {
-            let n = origin.y + 4u * lid.x + c;
+        for (var c = 0u; c < TN; c++) {
+            let n = origin.y + TN * lid.x + c;
             if n < p.cols {
-                var v = acc[r][c];
+                var v = acc_at(&acc, r, c);
                 if p.has_bias != 0u {
                     v += bias[p.bias_offset + n];
                 }

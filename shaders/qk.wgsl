@@ -66,20 +66,20 @@ fn load_b(z: u32, i: u32, n: u32) -> f32 {
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let origin = tile_origin(wg);
     let z = wg.z;
-    let acc = gemm_tile(z, origin.x, origin.y, p.depth, lid);
+    var acc = gemm_tile(z, origin.x, origin.y, p.depth, lid);
     let hd = head_of(z, p.batch0, p.heads_q, p.group);
-    for (var r = 0u; r < 4u; r++) {
-        let m = origin.x + 4u * lid.y + r;
+    for (var r = 0u; r < TM; r++) {
+        let m = origin.x + TM * lid.y + r;
         if m >= p.rows {
             break;
         }
         let l = p.row0 + m;
-        for (var c = 0u; c < 4u; c++) {
-            let s = origin.y + 4u * lid.x + c;
+        for (var c = 0u; c < TN; c++) {
+            let s = origin.y + TN * lid.x + c;
             if s >= p.cols {
                 break;
             }
-            var v = acc[r][c] * p.scale;
+            var v = acc_at(&acc, r, c) * p.scale;
             // A blocked position (causal, or a mask entry of -inf) is -inf outright, so a
             // non-finite key never reaches a row that may not attend to it.
             var blocked = (p.flags & 4u) != 0u && i32(s) > i32(l) + p.causal_offset;

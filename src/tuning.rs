@@ -12,9 +12,9 @@ use crate::error::{Error, Result};
 /// Tile sizes of the matrix-product kernels (WGSL override constants of `gemm_tile.wgsl`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct GemmTiles {
-    /// Invocations along the output columns; a tile is 4·wg_x columns wide.
+    /// Invocations along the output columns; a tile is 8·wg_x columns wide.
     pub wg_x: u32,
-    /// Invocations along the output rows; a tile is 4·wg_y rows tall.
+    /// Invocations along the output rows; a tile is 8·wg_y rows tall.
     pub wg_y: u32,
     /// Depth of one workgroup-memory stage.
     pub bk: u32,
@@ -22,11 +22,11 @@ pub struct GemmTiles {
 
 impl GemmTiles {
     pub fn tile_rows(&self) -> u32 {
-        4 * self.wg_y
+        8 * self.wg_y
     }
 
     pub fn tile_cols(&self) -> u32 {
-        4 * self.wg_x
+        8 * self.wg_x
     }
 
     pub fn invocations(&self) -> u32 {
@@ -35,7 +35,7 @@ impl GemmTiles {
 
     /// Bytes of workgroup memory: one staged slab of each operand.
     pub fn workgroup_bytes(&self) -> u32 {
-        16 * self.bk * (self.wg_x + self.wg_y)
+        32 * self.bk * (self.wg_x + self.wg_y)
     }
 }
 
@@ -56,8 +56,8 @@ impl Default for Tuning {
     fn default() -> Self {
         Self {
             gemm: GemmTiles {
-                wg_x: 16,
-                wg_y: 16,
+                wg_x: 8,
+                wg_y: 8,
                 bk: 32,
             },
             softmax_wg: 128,

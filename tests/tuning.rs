@@ -22,7 +22,7 @@ fn tunings() -> Vec<Tuning> {
             fused_block: Some((64, 16)),
         },
         Tuning {
-            gemm: gemm(8, 32, 8),
+            gemm: gemm(4, 16, 8),
             softmax_wg: 32,
             fused_block: Some((16, 8)),
         },
