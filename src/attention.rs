@@ -181,8 +181,13 @@ impl CorePlan {
             (AttentionPath::Fused, None) => fused(),
             (AttentionPath::ThreePass, _) | (AttentionPath::Auto, Some(_)) => three_pass(),
             (AttentionPath::Auto, None) => {
-                if dims.heads_q * dims.batch <= MAX_GROUPS as usize {
+                let fused_fits = dims.heads_q * dims.batch <= MAX_GROUPS as usize;
+                if fused_fits && gpu.kernels().tuning.prefer_fused {
                     fused().or_else(|_| three_pass())
+                } else if fused_fits {
+                    // Tuned to prefer three passes on this adapter, unless its score blocks
+                    // do not fit: then the fused path, which stores none.
+                    three_pass().or_else(|_| fused())
                 } else {
                     three_pass()
                 }

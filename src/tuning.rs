@@ -48,6 +48,16 @@ pub struct Tuning {
     /// Preferred (query rows, keys) per workgroup of the fused kernel; the largest that fits
     /// the device when `None` or when this one does not fit.
     pub fused_block: Option<(u32, u32)>,
+    /// What `AttentionPath::Auto` runs when no weights are asked for: the fused kernel
+    /// (the default), or — where `wgpu-mha tune` measured three passes faster on this
+    /// adapter — the three-pass path, still falling back to fused when its score blocks do
+    /// not fit.
+    #[serde(default = "prefer_fused_default")]
+    pub prefer_fused: bool,
+}
+
+fn prefer_fused_default() -> bool {
+    true
 }
 
 impl Default for Tuning {
@@ -56,12 +66,13 @@ impl Default for Tuning {
     fn default() -> Self {
         Self {
             gemm: GemmTiles {
-                wg_x: 8,
-                wg_y: 8,
-                bk: 32,
+                wg_x: 16,
+                wg_y: 16,
+                bk: 16,
             },
-            softmax_wg: 128,
+            softmax_wg: 64,
             fused_block: None,
+            prefer_fused: true,
         }
     }
 }

@@ -15,16 +15,19 @@ fn tunings() -> Vec<Tuning> {
             gemm: gemm(8, 8, 16),
             softmax_wg: 64,
             fused_block: Some((16, 16)),
+            prefer_fused: true,
         },
         Tuning {
             gemm: gemm(16, 8, 32),
             softmax_wg: 256,
             fused_block: Some((64, 16)),
+            prefer_fused: false,
         },
         Tuning {
             gemm: gemm(4, 16, 8),
             softmax_wg: 32,
             fused_block: Some((16, 8)),
+            prefer_fused: true,
         },
         Tuning {
             fused_block: Some((32, 32)),
@@ -81,6 +84,35 @@ fn every_tuning_gives_the_reference_result() {
                 );
             }
         }
+    }
+}
+
+#[test]
+fn auto_follows_the_tuned_preference() {
+    let mut rng = rng();
+    let q = random(&mut rng, &[1, 2, 8, 16], 1.0);
+    for prefer_fused in [true, false] {
+        let gpu = Gpu::with_options(&GpuOptions {
+            tuning: Some(Tuning {
+                prefer_fused,
+                ..Tuning::default()
+            }),
+            ..GpuOptions::from_env()
+        })
+        .unwrap();
+        let prepared = PreparedSdpa::prepare(&gpu, &q, &q, &q, &SdpaOptions::default()).unwrap();
+        let expected = if prefer_fused {
+            AttentionPath::Fused
+        } else {
+            AttentionPath::ThreePass
+        };
+        assert_eq!(prepared.path(), expected);
+        // Three passes preferred, but its score block cannot fit the budget: fused it is.
+        gpu.set_memory_budget(4096);
+        let long = random(&mut rng, &[1, 2, 2048, 16], 1.0);
+        let prepared =
+            PreparedSdpa::prepare(&gpu, &q, &long, &long, &SdpaOptions::default()).unwrap();
+        assert_eq!(prepared.path(), AttentionPath::Fused);
     }
 }
 

@@ -172,16 +172,32 @@ pub fn run(device: &DeviceArgs, args: &TuneArgs) -> Result<Outcome> {
                 gemm,
                 softmax_wg,
                 fused_block: Some(block),
+                ..base
             };
             let gpu = open(device, tuning)?;
             time_sdpa(&gpu, AttentionPath::Fused, None, args.runs)
         },
     );
 
+    // Which core Auto should run here: the tuned fused kernel against the tuned three passes.
+    let core = pick(
+        "attention core for AttentionPath::Auto — SDPA B1 H8 L256 d64",
+        [AttentionPath::Fused, AttentionPath::ThreePass],
+        |path| {
+            let tuning = Tuning {
+                gemm,
+                softmax_wg,
+                fused_block,
+                prefer_fused: true,
+            };
+            time_sdpa(&open(device, tuning)?, path, None, args.runs)
+        },
+    );
     let tuned = Tuning {
         gemm,
         softmax_wg,
         fused_block,
+        prefer_fused: core != Some(AttentionPath::ThreePass),
     };
     println!(
         "\ntuned: {tuned:?} (in {:.1} s)",
