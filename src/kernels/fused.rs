@@ -125,13 +125,14 @@ impl Variant {
     }
 
     /// Bytes of workgroup memory: staged queries, staged keys/values, the block of
-    /// probabilities, row statistics.
+    /// probabilities, six per-row statistics, three per-invocation partials, one flag.
     pub fn workgroup_bytes(&self) -> u32 {
         self.rows() * self.d_vec * 16
             + self.bc * self.kv_vec() * 16
             + self.bc * self.wg_y * 16
-            + 4 * self.rows() * 4
-            + 2 * self.invocations() * 4
+            + 6 * self.rows() * 4
+            + 3 * self.invocations() * 4
+            + 4
     }
 
     /// Whether the device can run this class; the error says which limit stops it.
