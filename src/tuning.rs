@@ -78,10 +78,15 @@ impl Default for Tuning {
 }
 
 impl Tuning {
-    /// The defaults for a device type (the same today: the candidates measured so far won on
-    /// the CPU adapter; `wgpu-mha tune` finds a real GPU's own).
-    pub fn for_device_type(_device_type: wgpu::DeviceType) -> Self {
-        Self::default()
+    /// The defaults for a device type. On a CPU adapter (lavapipe) the three-pass core was
+    /// measured about twice as fast as the fused kernel (bert-base and `long` shapes), so
+    /// `Auto` prefers it there; elsewhere `Auto` runs the fused kernel. `wgpu-mha tune`
+    /// measures an adapter's own.
+    pub fn for_device_type(device_type: wgpu::DeviceType) -> Self {
+        Self {
+            prefer_fused: device_type != wgpu::DeviceType::Cpu,
+            ..Self::default()
+        }
     }
 
     /// Checks the tuning against a device's limits.

@@ -21,11 +21,14 @@ fn long_self_attention_runs_block_by_block() {
     let weights = MhaWeights::random(&config, &mut rng);
     let mha = MultiHeadAttention::new(&gpu, config, &weights).unwrap();
     let x = random(&mut rng, &[1, len, embed], 1.0);
+    // The three-pass path is the one that walks blocks of the score matrix.
     let opts = MhaOptions {
         causal: Some(Causal::TopLeft),
+        path: AttentionPath::ThreePass,
         ..Default::default()
     };
     let prepared = mha.prepare(&x, &x, &x, &opts).unwrap();
+    assert_eq!(prepared.path(), AttentionPath::ThreePass);
     // Everything this forward holds on the GPU is far below the score matrix.
     assert!(
         prepared.allocated_bytes() < scores_bytes / 2,
@@ -69,6 +72,7 @@ fn small_budget_splits_batches_and_rows() {
     let mask = random_bool_mask(&mut rng, &[batch, kv_len], 0.2);
     for average in [true, false] {
         let opts = MhaOptions {
+            path: AttentionPath::ThreePass,
             key_padding_mask: Some(&mask),
             causal: Some(Causal::BottomRight),
             need_weights: true,
@@ -93,6 +97,7 @@ fn small_budget_splits_batches_and_rows() {
     let opts = MhaOptions {
         need_weights: true,
         average_attn_weights: false,
+        path: AttentionPath::ThreePass,
         ..Default::default()
     };
     let got = mha.forward(&q, &kv, &kv, &opts).unwrap();
