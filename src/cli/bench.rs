@@ -190,11 +190,14 @@ pub enum Path {
     /// kernel.
     #[value(name = "sdpa-3pass")]
     SdpaThreePass,
+    /// SDPA with the fused (FlashAttention-style) core pinned.
+    #[value(name = "sdpa-fused")]
+    SdpaFused,
 }
 
 impl Path {
     /// Every path: what `--sweep` runs unless `--path` is given.
-    pub const ALL: [Path; 3] = [Path::Mha, Path::Sdpa, Path::SdpaThreePass];
+    pub const ALL: [Path; 4] = [Path::Mha, Path::Sdpa, Path::SdpaThreePass, Path::SdpaFused];
     /// What a plain `bench` runs unless `--path` is given.
     pub const DEFAULT: [Path; 2] = [Path::Mha, Path::Sdpa];
 
@@ -203,6 +206,7 @@ impl Path {
             Path::Mha => "mha",
             Path::Sdpa => "sdpa",
             Path::SdpaThreePass => "sdpa-3pass",
+            Path::SdpaFused => "sdpa-fused",
         }
     }
 
@@ -211,6 +215,7 @@ impl Path {
         match self {
             Path::Mha | Path::Sdpa => AttentionPath::Auto,
             Path::SdpaThreePass => AttentionPath::ThreePass,
+            Path::SdpaFused => AttentionPath::Fused,
         }
     }
 
@@ -218,7 +223,7 @@ impl Path {
     pub fn runs(self, shape: &Shape) -> bool {
         match self {
             Path::Mha => shape.mha,
-            Path::Sdpa | Path::SdpaThreePass => true,
+            Path::Sdpa | Path::SdpaThreePass | Path::SdpaFused => true,
         }
     }
 
@@ -226,7 +231,7 @@ impl Path {
     fn projections(self) -> bool {
         match self {
             Path::Mha => true,
-            Path::Sdpa | Path::SdpaThreePass => false,
+            Path::Sdpa | Path::SdpaThreePass | Path::SdpaFused => false,
         }
     }
 
@@ -235,7 +240,7 @@ impl Path {
     fn never_runs(self) -> &'static [&'static str] {
         match self {
             Path::Mha => &["head_mean"],
-            Path::Sdpa | Path::SdpaThreePass => &["linear", "head_mean"],
+            Path::Sdpa | Path::SdpaThreePass | Path::SdpaFused => &["linear", "head_mean"],
         }
     }
 
@@ -725,7 +730,9 @@ pub fn measure(
 ) -> Result<Row> {
     let mut m = match path {
         Path::Mha => measure_mha(gpu, shape, path, set, rng)?,
-        Path::Sdpa | Path::SdpaThreePass => measure_sdpa(gpu, shape, path, set, rng)?,
+        Path::Sdpa | Path::SdpaThreePass | Path::SdpaFused => {
+            measure_sdpa(gpu, shape, path, set, rng)?
+        }
     };
     let timed_passes = m.passes.iter().any(|p| p.clock == TIMESTAMP_CLOCK);
     let empty_submit_ms = if m.passes.is_empty() || timed_passes {
