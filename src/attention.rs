@@ -377,6 +377,10 @@ pub(crate) fn scoped<T>(
     let oom = pollster::block_on(oom.pop());
     gpu.check_alive()?;
     if let Some(e) = validation.or(oom) {
+        // wgpu invalidates a lost device's objects before its loss callback runs: give the
+        // callback its chance, so a lost device reads as DeviceLost, not a validation error.
+        gpu.device().poll(wgpu::PollType::Poll).ok();
+        gpu.check_alive()?;
         return Err(Error::Wgpu {
             during,
             message: e.to_string(),

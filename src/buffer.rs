@@ -110,9 +110,19 @@ pub(crate) fn read_back<T: bytemuck::Pod>(
         .iter()
         .zip(receivers)
         .map(|((buffer, len), receiver)| {
-            pollster::block_on(receiver.receive())
-                .ok_or_else(|| Error::Readback("the map callback was dropped".into()))?
-                .map_err(|e| Error::Readback(e.to_string()))?;
+            // The staging buffers are the crate's own and never destroyed by it, so a mapping
+            // that fails means the device went away under the call — often before its loss
+            // callback has run: report the loss, not a readback failure.
+            let mapped = pollster::block_on(receiver.receive())
+                .ok_or_else(|| "the map callback was dropped".to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()));
+            if let Err(e) = mapped {
+                gpu.device().poll(wgpu::PollType::Poll).ok();
+                gpu.check_alive()?;
+                return Err(Error::DeviceLost(format!(
+                    "mapping a result buffer failed ({e}): the device was lost or destroyed"
+                )));
+            }
             let data = {
                 let view = buffer
                     .get_mapped_range(..bytes(*len).max(4))

@@ -297,10 +297,12 @@ fn attention(core: &Core, rows: &[usize], keep_probs: bool) -> (Vec<f32>, Option
                 scores_row(core, b, h, l, core.q.row(b, h, i), &mut probs);
                 softmax_row(&mut probs);
                 for j in 0..d.head_dim_v {
-                    // A key with probability exactly 0 contributes nothing, even a
-                    // non-finite value: masked keys never touch a row.
+                    // A key with probability 0 contributes nothing, even a non-finite
+                    // value: masked keys never touch a row. "0" as the f32 GPU sees it: a
+                    // probability below f32's smallest normal underflows there (or is
+                    // flushed), so it counts as 0 here too.
                     let acc: f64 = (0..d.len_kv)
-                        .filter(|&s| probs[s] != 0.0)
+                        .filter(|&s| probs[s] >= f64::from(f32::MIN_POSITIVE) || probs[s].is_nan())
                         .map(|s| probs[s] * f64::from(core.v.row(b, hkv, s)[j]))
                         .sum();
                     out.push(acc as f32);
