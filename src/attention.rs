@@ -158,6 +158,7 @@ impl CorePlan {
         dims: &CoreDims,
         path: AttentionPath,
         weights: Option<bool>,
+        causal: bool,
     ) -> Result<Self> {
         let fused = || -> Result<Self> {
             let limits = gpu.limits();
@@ -182,7 +183,12 @@ impl CorePlan {
             (AttentionPath::ThreePass, _) | (AttentionPath::Auto, Some(_)) => three_pass(),
             (AttentionPath::Auto, None) => {
                 let fused_fits = dims.heads_q * dims.batch <= MAX_GROUPS as usize;
-                if fused_fits && gpu.kernels().tuning.prefer_fused {
+                // Even where three passes are tuned faster, the fused kernel wins where it
+                // skips work they do: causal (key blocks past the diagonal are never visited;
+                // 1.5× on lavapipe at L=2048) and a few query rows against many keys, as in
+                // decoding (three passes fill 64-row tiles; 3.6× on lavapipe at L=1, S=4096).
+                let fused_skips_work = causal || dims.len_q <= 4;
+                if fused_fits && (gpu.kernels().tuning.prefer_fused || fused_skips_work) {
                     fused().or_else(|_| three_pass())
                 } else if fused_fits {
                     // Tuned to prefer three passes on this adapter, unless its score blocks

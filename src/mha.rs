@@ -270,6 +270,7 @@ impl MultiHeadAttention {
             d,
             opts.path,
             p.need_weights.then_some(p.average_attn_weights),
+            p.causal.is_some(),
         )?;
         bytes += plan.bytes();
         Ok(PreparedMha {

@@ -95,7 +95,7 @@ impl PreparedSdpa {
         let out_len = d.batch * d.heads_q * d.len_q * d.head_dim_v;
         check_binding(gpu, "attn_output", bytes_of_f32(out_len))?;
         bytes += bytes_of_f32(out_len);
-        let plan = CorePlan::new(gpu, &d, opts.path, None)?;
+        let plan = CorePlan::new(gpu, &d, opts.path, None, problem.causal.is_some())?;
         bytes += plan.bytes();
         Ok(Self {
             gpu: gpu.clone(),

@@ -49,9 +49,9 @@ pub struct Tuning {
     /// the device when `None` or when this one does not fit.
     pub fused_block: Option<(u32, u32)>,
     /// What `AttentionPath::Auto` runs when no weights are asked for: the fused kernel
-    /// (the default), or — where `wgpu-mha tune` measured three passes faster on this
-    /// adapter — the three-pass path, still falling back to fused when its score blocks do
-    /// not fit.
+    /// (the default), or — where three passes measured faster on this adapter — the
+    /// three-pass path, except for causal and decode-like calls (the fused kernel skips work
+    /// there) and where its score blocks do not fit.
     #[serde(default = "prefer_fused_default")]
     pub prefer_fused: bool,
 }

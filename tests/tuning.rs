@@ -107,6 +107,16 @@ fn auto_follows_the_tuned_preference() {
             AttentionPath::ThreePass
         };
         assert_eq!(prepared.path(), expected);
+        // Causal and decode-like calls take the fused kernel, which skips work there.
+        let causal = SdpaOptions {
+            causal: Some(Causal::TopLeft),
+            ..Default::default()
+        };
+        let prepared = PreparedSdpa::prepare(&gpu, &q, &q, &q, &causal).unwrap();
+        assert_eq!(prepared.path(), AttentionPath::Fused);
+        let one = random(&mut rng, &[1, 2, 1, 16], 1.0);
+        let prepared = PreparedSdpa::prepare(&gpu, &one, &q, &q, &SdpaOptions::default()).unwrap();
+        assert_eq!(prepared.path(), AttentionPath::Fused);
         // Three passes preferred, but its score block cannot fit the budget: fused it is.
         gpu.set_memory_budget(4096);
         let long = random(&mut rng, &[1, 2, 2048, 16], 1.0);
