@@ -11,7 +11,7 @@ pub(crate) mod linear;
 pub(crate) mod qk;
 pub(crate) mod softmax;
 
-pub use crate::tuning::{GemmTiles, Tuning};
+pub use crate::tuning::{GemmTiles, Tuning, av_tiles};
 
 /// WGSL sources. Kernels are compositions: float helpers (`float.wgsl`), for the matrix
 /// products the shared tiled core (`gemm_tile.wgsl`), the head indexing of attention
@@ -228,7 +228,7 @@ impl Kernels {
                 &sources["av"],
                 size_of::<av::Params>(),
                 &[true, true, false],
-                &gemm,
+                &gemm_constants(&av_tiles(&tiles)),
             ),
             head_mean: Kernel::new(
                 device,
