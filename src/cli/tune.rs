@@ -35,7 +35,7 @@ const GEMM_CANDIDATES: [(u32, u32, u32); 8] = [
     (4, 8, 32),
 ];
 
-const SOFTMAX_CANDIDATES: [u32; 3] = [64, 128, 256];
+const SOFTMAX_CANDIDATES: [u32; 6] = [8, 16, 32, 64, 128, 256];
 
 /// Deterministic, non-zero inputs.
 fn tensor(shape: &[usize], seed: u32) -> Tensor {
