@@ -408,27 +408,56 @@ fn time_runs(iters: Option<usize>, mut run: impl FnMut() -> Result<()>) -> Resul
     Ok(times)
 }
 
-/// What the per-pass timing needs of a prepared forward.
+/// What the benchmark needs of a prepared forward, MHA or SDPA alike.
 trait Prepared {
+    fn run(&self) -> Result<()>;
     fn run_kernel(&self, name: &str) -> Result<()>;
     fn run_timed(&self) -> Result<RunTiming>;
+    /// The attention output of the last run.
+    fn output(&self) -> Result<Tensor>;
+    fn path(&self) -> AttentionPath;
+    fn allocated_bytes(&self) -> u64;
 }
 
 impl Prepared for PreparedMha<'_> {
+    fn run(&self) -> Result<()> {
+        PreparedMha::run(self)
+    }
     fn run_kernel(&self, name: &str) -> Result<()> {
         PreparedMha::run_kernel(self, name)
     }
     fn run_timed(&self) -> Result<RunTiming> {
         PreparedMha::run_timed(self)
     }
+    fn output(&self) -> Result<Tensor> {
+        Ok(self.read()?.attn_output)
+    }
+    fn path(&self) -> AttentionPath {
+        PreparedMha::path(self)
+    }
+    fn allocated_bytes(&self) -> u64 {
+        PreparedMha::allocated_bytes(self)
+    }
 }
 
 impl Prepared for PreparedSdpa {
+    fn run(&self) -> Result<()> {
+        PreparedSdpa::run(self)
+    }
     fn run_kernel(&self, name: &str) -> Result<()> {
         PreparedSdpa::run_kernel(self, name)
     }
     fn run_timed(&self) -> Result<RunTiming> {
         PreparedSdpa::run_timed(self)
+    }
+    fn output(&self) -> Result<Tensor> {
+        self.read()
+    }
+    fn path(&self) -> AttentionPath {
+        PreparedSdpa::path(self)
+    }
+    fn allocated_bytes(&self) -> u64 {
+        PreparedSdpa::allocated_bytes(self)
     }
 }
 
@@ -627,42 +656,12 @@ fn measure_mha(
         ..Default::default()
     };
 
-    let t = Instant::now();
-    let first = mha.prepare(&x, kv_ref, kv_ref, &opts)?;
-    first.run()?;
-    first.read()?;
-    let first_ms = ms(t.elapsed());
-    drop(first);
-
-    let t = Instant::now();
-    let prepared = mha.prepare(&x, kv_ref, kv_ref, &opts)?;
-    let upload_ms = ms(t.elapsed());
-    let times = time_runs(set.iters, || prepared.run())?;
-    let t = Instant::now();
-    let got = prepared.read()?.attn_output;
-    let readback_ms = ms(t.elapsed());
-    let core = prepared.path();
-    let (passes, timestamps) = time_passes(&prepared, &path.kernels(core), set.pass_runs)?;
-    let cpu = set
-        .cpu
-        .then(|| -> Result<(f64, Tensor)> {
-            let t = Instant::now();
-            let want = reference::mha_forward(&config, &weights, &x, kv_ref, kv_ref, &opts)?;
-            Ok((ms(t.elapsed()), want.attn_output))
-        })
-        .transpose()?;
-    Ok(Measured {
-        first_ms,
-        upload_ms,
-        times,
-        readback_ms,
-        bytes: prepared.allocated_bytes(),
-        core,
-        passes,
-        timestamps,
-        got,
-        cpu,
-    })
+    measure_prepared(
+        || mha.prepare(&x, kv_ref, kv_ref, &opts),
+        path,
+        set,
+        || Ok(reference::mha_forward(&config, &weights, &x, kv_ref, kv_ref, &opts)?.attn_output),
+    )
 }
 
 fn measure_sdpa(
@@ -682,19 +681,36 @@ fn measure_sdpa(
         path: path.attention(),
         ..Default::default()
     };
+    measure_prepared(
+        || PreparedSdpa::prepare(gpu, &q, &k, &v, &opts),
+        path,
+        set,
+        || reference::sdpa(&q, &k, &v, &opts),
+    )
+}
+
+/// The protocol of one row: the first run of a fresh preparation (allocation and driver
+/// compilation included), then a second preparation (the upload), timed runs, the readback,
+/// the per-pass figures, and the CPU reference (`reference`) when asked.
+fn measure_prepared<P: Prepared>(
+    prepare: impl Fn() -> Result<P>,
+    path: Path,
+    set: Settings,
+    reference: impl FnOnce() -> Result<Tensor>,
+) -> Result<Measured> {
     let t = Instant::now();
-    let first = PreparedSdpa::prepare(gpu, &q, &k, &v, &opts)?;
+    let first = prepare()?;
     first.run()?;
-    first.read()?;
+    first.output()?;
     let first_ms = ms(t.elapsed());
     drop(first);
 
     let t = Instant::now();
-    let prepared = PreparedSdpa::prepare(gpu, &q, &k, &v, &opts)?;
+    let prepared = prepare()?;
     let upload_ms = ms(t.elapsed());
     let times = time_runs(set.iters, || prepared.run())?;
     let t = Instant::now();
-    let got = prepared.read()?;
+    let got = prepared.output()?;
     let readback_ms = ms(t.elapsed());
     let core = prepared.path();
     let (passes, timestamps) = time_passes(&prepared, &path.kernels(core), set.pass_runs)?;
@@ -702,7 +718,7 @@ fn measure_sdpa(
         .cpu
         .then(|| -> Result<(f64, Tensor)> {
             let t = Instant::now();
-            let want = reference::sdpa(&q, &k, &v, &opts)?;
+            let want = reference()?;
             Ok((ms(t.elapsed()), want))
         })
         .transpose()?;
