@@ -14,19 +14,19 @@
 //      exp(s − m), and publish the factor exp(m_old − m_new) by which the row's accumulated
 //      output must shrink; the partial sums fold into the running sum l in phase C.
 //   C. output: the block's values are staged where the keys were (during phase B); each
-//      invocation owns a 4 × 4 block of O (rows × value columns) in registers, rescales it
-//      and adds P·V for the block from vec4 reads.
+//      invocation owns a 4 × 8 block of O (rows × value columns) in registers, rescales it
+//      and adds P·V for the block — three vec4 reads feed thirty-two multiply-adds.
 // Key blocks wholly past the causal limit of every row of the query block are never
 // visited. Rows that see no key at all end with l = 0 and are written as zeros; rows with a
 // NaN or +inf score are written as NaN; a key of probability 0 contributes nothing even
 // when its value is not finite — the same rules as the three-pass path and the reference.
 // float.wgsl and heads.wgsl (prepended) supply the float helpers and map z to (batch, head).
 
-override WG_X: u32 = 16u;   // invocations along value columns: ceil(dv / 4) rounded up, ≥ 4
+override WG_X: u32 = 8u;    // invocations along value columns (8 each): ceil(dv / 8) rounded up, ≥ 4
 override D_VEC: u32 = 16u;  // vec4s of one staged query row: ceil(d / 4), rounded up
 override WG_Y: u32 = 4u;    // invocation rows: the workgroup takes BR = 4·WG_Y query rows
 override BC: u32 = 32u;     // keys per block: a multiple of 4 and of WG_X / 4
-override KV_VEC: u32 = 16u; // vec4s of one staged key or value row: max(D_VEC, WG_X)
+override KV_VEC: u32 = 16u; // vec4s of one staged key or value row: max(D_VEC, 2·WG_X)
 
 struct Params {
     rows: u32,          // L
@@ -196,7 +196,8 @@ fn main(
     let stat_r = stat_row % 4u;
     let first_key = (t % parts) * keys_per_part;
 
-    var acc = array<vec4<f32>, 4>(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+    // Output rows lid.y·4 + r, columns lid.x·8 + 4h .. +4 live in acc[2r + h].
+    var acc: array<vec4<f32>, 8>;
     for (var s0 = 0u; s0 < kv_end; s0 += BC) {
         // A. Scores of 4 × 4 micro-tiles, from the staged keys (zeros past the end, masked
         // to -inf below).
@@ -304,30 +305,38 @@ fn main(
         stage_kv(t, v_base, s0, true);
         workgroupBarrier();
 
-        // C. Rescale this invocation's 4 × 4 block of O and add P·V; fold the row sums.
+        // C. Rescale this invocation's 4 × 8 block of O and add P·V; fold the row sums.
         for (var r = 0u; r < 4u; r++) {
-            acc[r] *= row_shrink[lid.y * 4u + r];
+            let shrink_r = row_shrink[lid.y * 4u + r];
+            acc[2u * r] *= shrink_r;
+            acc[2u * r + 1u] *= shrink_r;
         }
         let keys = min(BC, kv_end - s0);
         if atomicLoad(&values_nonfinite) == 0u {
             for (var c = 0u; c < keys; c++) {
                 let pr = p_tile[c * WG_Y + lid.y];
-                let vv = kv_tile[c * KV_VEC + lid.x];
-                acc[0] = fma(vec4<f32>(pr.x), vv, acc[0]);
-                acc[1] = fma(vec4<f32>(pr.y), vv, acc[1]);
-                acc[2] = fma(vec4<f32>(pr.z), vv, acc[2]);
-                acc[3] = fma(vec4<f32>(pr.w), vv, acc[3]);
+                let v0 = kv_tile[c * KV_VEC + 2u * lid.x];
+                let v1 = kv_tile[c * KV_VEC + 2u * lid.x + 1u];
+                acc[0] = fma(vec4<f32>(pr.x), v0, acc[0]);
+                acc[1] = fma(vec4<f32>(pr.x), v1, acc[1]);
+                acc[2] = fma(vec4<f32>(pr.y), v0, acc[2]);
+                acc[3] = fma(vec4<f32>(pr.y), v1, acc[3]);
+                acc[4] = fma(vec4<f32>(pr.z), v0, acc[4]);
+                acc[5] = fma(vec4<f32>(pr.z), v1, acc[5]);
+                acc[6] = fma(vec4<f32>(pr.w), v0, acc[6]);
+                acc[7] = fma(vec4<f32>(pr.w), v1, acc[7]);
             }
         } else {
             // A key of probability 0 contributes nothing, even a non-finite value.
             let zero = vec4<f32>(0.0);
             for (var c = 0u; c < keys; c++) {
                 let pr = p_tile[c * WG_Y + lid.y];
-                let vv = kv_tile[c * KV_VEC + lid.x];
-                acc[0] += select(pr.x * vv, zero, pr.x == 0.0);
-                acc[1] += select(pr.y * vv, zero, pr.y == 0.0);
-                acc[2] += select(pr.z * vv, zero, pr.z == 0.0);
-                acc[3] += select(pr.w * vv, zero, pr.w == 0.0);
+                let v0 = kv_tile[c * KV_VEC + 2u * lid.x];
+                let v1 = kv_tile[c * KV_VEC + 2u * lid.x + 1u];
+                for (var r = 0u; r < 4u; r++) {
+                    acc[2u * r] += select(pr[r] * v0, zero, pr[r] == 0.0);
+                    acc[2u * r + 1u] += select(pr[r] * v1, zero, pr[r] == 0.0);
+                }
             }
         }
         if t < br {
@@ -357,10 +366,10 @@ fn main(
         if row_bad[lid.y * 4u + r] != 0u {
             inv = nan();
         }
-        for (var c = 0u; c < 4u; c++) {
-            let j = lid.x * 4u + c;
+        for (var c = 0u; c < 8u; c++) {
+            let j = lid.x * 8u + c;
             if j < p.depth_v {
-                o[o_base + l * p.o_stride_l + j] = acc[r][c] * inv;
+                o[o_base + l * p.o_stride_l + j] = acc[2u * r + c / 4u][c % 4u] * inv;
             }
         }
     }

@@ -37,7 +37,7 @@ pub(crate) struct Params {
 /// The pipeline class of a problem: the override constants of `fused.wgsl`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct Variant {
-    /// Invocations along value columns (4 columns each).
+    /// Invocations along value columns (8 columns each).
     pub wg_x: u32,
     /// Invocation rows; the workgroup takes `4·wg_y` query rows.
     pub wg_y: u32,
@@ -65,8 +65,9 @@ impl Variant {
     /// Every class that could run head sizes `d`, `dv` (any device), best first.
     fn candidates(d: usize, dv: usize) -> impl Iterator<Item = Self> {
         let vecs = |n: usize| (n.div_ceil(4) as u32).next_power_of_two();
-        // At least four invocation columns: each row's statistics need an invocation.
-        let wg_x = vecs(dv).max(4);
+        // Eight value columns per invocation; at least four invocation columns, since each
+        // row's statistics need an invocation.
+        let wg_x = (dv.div_ceil(8) as u32).next_power_of_two().max(4);
         let d_vec = vecs(d);
         BLOCKS.into_iter().map(move |(rows, bc)| Self {
             wg_x,
@@ -121,7 +122,7 @@ impl Variant {
 
     /// vec4s of one staged key or value row.
     pub fn kv_vec(&self) -> u32 {
-        self.d_vec.max(self.wg_x)
+        self.d_vec.max(2 * self.wg_x)
     }
 
     /// Bytes of workgroup memory: staged queries, staged keys/values, the block of
