@@ -1,7 +1,7 @@
 //! # wgpu-mha
 //!
 //! Multi-head attention computed by WGSL compute shaders through [wgpu], on any Vulkan,
-//! Metal or DX12 adapter, with PyTorch's semantics, and a CPU reference ([`reference`]) that
+//! Metal or DX12 adapter, with PyTorch's semantics, and a CPU reference ([`reference`](mod@reference)) that
 //! every GPU result can be checked against.
 //!
 //! - [`MultiHeadAttention`]: `nn.MultiheadAttention` (eval mode) — weights by PyTorch's

@@ -1,7 +1,7 @@
 //! The compute kernels: one module per WGSL pass, each with its parameter block and a
-//! launcher that records one dispatch into a [`Batch`](crate::batch::Batch).
+//! launcher that records one dispatch into the batch of work a forward submits.
 //!
-//! Pipelines and bind group layouts are built once per device ([`Kernels::new`]); nothing
+//! Pipelines and bind group layouts are built once per device; nothing
 //! is compiled per call.
 
 pub(crate) mod av;
