@@ -238,21 +238,7 @@ pub(crate) fn record_core<'k>(
                 ));
             }
             check_grid("batch × heads", dims.batch * dims.heads_q)?;
-            fused::record(
-                batch,
-                kernels,
-                (kernel, *variant),
-                &fused::Fused {
-                    dims: *dims,
-                    q: core.q,
-                    k: core.k,
-                    v: core.v,
-                    out: core.out,
-                    scale: core.scale,
-                    causal_offset,
-                    masks: core.masks,
-                },
-            );
+            fused::record(batch, kernels, (kernel, *variant), core, causal_offset);
             return Ok(());
         }
         CorePlan::ThreePass(ws) => ws,

@@ -79,17 +79,7 @@ fn small_budget_splits_batches_and_rows() {
             average_attn_weights: average,
             ..Default::default()
         };
-        let got = mha.forward(&q, &kv, &kv, &opts).unwrap();
-        let want = reference::mha_forward(&config, &weights, &q, &kv, &kv, &opts).unwrap();
-        let (rtol, atol) = tolerance(&want.attn_output);
-        assert_close("output", &got.attn_output, &want.attn_output, rtol, atol);
-        assert_close(
-            "weights",
-            got.attn_weights.as_ref().unwrap(),
-            want.attn_weights.as_ref().unwrap(),
-            1e-4,
-            1e-5,
-        );
+        check(&mha, &weights, (&q, &kv), &opts);
     }
 
     // Whole batches per block: 2 of the 3 batches fit.
@@ -100,8 +90,18 @@ fn small_budget_splits_batches_and_rows() {
         path: AttentionPath::ThreePass,
         ..Default::default()
     };
-    let got = mha.forward(&q, &kv, &kv, &opts).unwrap();
-    let want = reference::mha_forward(&config, &weights, &q, &kv, &kv, &opts).unwrap();
+    check(&mha, &weights, (&q, &kv), &opts);
+}
+
+/// One forward with weights, output and weights checked against the reference.
+fn check(
+    mha: &MultiHeadAttention,
+    weights: &MhaWeights,
+    (q, kv): (&Tensor, &Tensor),
+    opts: &MhaOptions,
+) {
+    let got = mha.forward(q, kv, kv, opts).unwrap();
+    let want = reference::mha_forward(mha.config(), weights, q, kv, kv, opts).unwrap();
     let (rtol, atol) = tolerance(&want.attn_output);
     assert_close("output", &got.attn_output, &want.attn_output, rtol, atol);
     assert_close(

@@ -7,10 +7,10 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{HeadView, Kernel, Kernels, MaskBinding, mask_params, source};
+use super::{HeadView, Kernel, Kernels, mask_params, source};
+use crate::attention::Core;
 use crate::batch::Batch;
 use crate::error::{Error, Result};
-use crate::problem::CoreDims;
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
@@ -192,31 +192,21 @@ pub(crate) fn build(device: &wgpu::Device, variant: Variant) -> Kernel {
     )
 }
 
-/// Inputs of one fused launch (the whole core: every batch, head and row).
-pub(crate) struct Fused<'a> {
-    pub dims: CoreDims,
-    pub q: HeadView<'a>,
-    pub k: HeadView<'a>,
-    pub v: HeadView<'a>,
-    pub out: HeadView<'a>,
-    pub scale: f32,
-    pub causal_offset: Option<i32>,
-    pub masks: [Option<MaskBinding<'a>>; 2],
-}
-
 fn view(v: &HeadView) -> [u32; 4] {
     [v.offset, v.stride_b, v.stride_h, v.stride_l]
 }
 
-/// Records one launch of `kernel` (built for `f.dims`' class) over the whole problem.
+/// Records one launch of `kernel` (built for the core's class) over the whole core `f`: every
+/// batch, head and row. `causal_offset` is `f.causal` resolved for its lengths.
 pub(crate) fn record<'k>(
     batch: &mut Batch<'k>,
     kernels: &'k Kernels,
     (kernel, variant): (&'k Kernel, Variant),
-    f: &Fused,
+    f: &Core,
+    causal_offset: Option<i32>,
 ) {
     let d = &f.dims;
-    let (flags, mask0, mask1) = mask_params(&f.masks, f.causal_offset);
+    let (flags, mask0, mask1) = mask_params(&f.masks, causal_offset);
     let params = Params {
         rows: d.len_q as u32,
         cols: d.len_kv as u32,
@@ -231,7 +221,7 @@ pub(crate) fn record<'k>(
         v: view(&f.v),
         o: view(&f.out),
         scale: f.scale,
-        causal_offset: f.causal_offset.unwrap_or(0),
+        causal_offset: causal_offset.unwrap_or(0),
         _pad1: [0; 2],
         mask0,
         mask1,
