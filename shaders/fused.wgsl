@@ -328,14 +328,13 @@ fn main(
             }
         } else {
             // A key of probability 0 contributes nothing, even a non-finite value.
-            let zero = vec4<f32>(0.0);
             for (var c = 0u; c < keys; c++) {
                 let pr = p_tile[c * WG_Y + lid.y];
                 let v0 = kv_tile[c * KV_VEC + 2u * lid.x];
                 let v1 = kv_tile[c * KV_VEC + 2u * lid.x + 1u];
                 for (var r = 0u; r < 4u; r++) {
-                    acc[2u * r] += select(pr[r] * v0, zero, pr[r] == 0.0);
-                    acc[2u * r + 1u] += select(pr[r] * v1, zero, pr[r] == 0.0);
+                    acc[2u * r] = select(fma(vec4<f32>(pr[r]), v0, acc[2u * r]), acc[2u * r], pr[r] == 0.0);
+                    acc[2u * r + 1u] = select(fma(vec4<f32>(pr[r]), v1, acc[2u * r + 1u]), acc[2u * r + 1u], pr[r] == 0.0);
                 }
             }
         }

@@ -67,11 +67,10 @@ fn gemm_tile(z: u32, row0: u32, col0: u32, depth: u32, lid: vec3<u32>) -> array<
             let b1 = tile_b[kk * 2u * WG_X + 2u * lid.x + 1u];
             if SKIP_ZERO_A && !(all_finite(b0) && all_finite(b1)) {
                 for (var r = 0u; r < 4u; r++) {
-                    let zero = vec4<f32>(0.0);
-                    acc[2u * r] += select(a0[r] * b0, zero, a0[r] == 0.0);
-                    acc[2u * r + 1u] += select(a0[r] * b1, zero, a0[r] == 0.0);
-                    acc[2u * r + 8u] += select(a1[r] * b0, zero, a1[r] == 0.0);
-                    acc[2u * r + 9u] += select(a1[r] * b1, zero, a1[r] == 0.0);
+                    acc[2u * r] = select(fma(vec4<f32>(a0[r]), b0, acc[2u * r]), acc[2u * r], a0[r] == 0.0);
+                    acc[2u * r + 1u] = select(fma(vec4<f32>(a0[r]), b1, acc[2u * r + 1u]), acc[2u * r + 1u], a0[r] == 0.0);
+                    acc[2u * r + 8u] = select(fma(vec4<f32>(a1[r]), b0, acc[2u * r + 8u]), acc[2u * r + 8u], a1[r] == 0.0);
+                    acc[2u * r + 9u] = select(fma(vec4<f32>(a1[r]), b1, acc[2u * r + 9u]), acc[2u * r + 9u], a1[r] == 0.0);
                 }
             } else {
                 acc[0] = fma(vec4<f32>(a0.x), b0, acc[0]);
