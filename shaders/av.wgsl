@@ -2,6 +2,7 @@
 // P is the block's softmax probabilities. O is written straight into the concatenated
 // [B, L, E]-style buffer (head h is a column offset), so concatenating heads costs nothing.
 // The tiling lives in gemm_tile.wgsl; heads.wgsl maps z to (batch, head).
+// Operands are stored as `Elem`, the result as `Out` (storage_*.wgsl); arithmetic is f32.
 
 struct Params {
     rows: u32,        // query rows in this block (M)
@@ -24,8 +25,8 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> probs: array<f32>;
-@group(0) @binding(2) var<storage, read> v: array<f32>;
-@group(0) @binding(3) var<storage, read_write> o: array<f32>;
+@group(0) @binding(2) var<storage, read> v: array<Elem>;
+@group(0) @binding(3) var<storage, read_write> o: array<Out>;
 
 const B_N_CONTIGUOUS: bool = true; // V[s, j] runs along j, the output column
 const SKIP_ZERO_A: bool = true; // a masked key (probability 0) never touches a row
@@ -40,8 +41,8 @@ fn load_a(z: u32, m: u32, s: u32) -> f32 {
 fn load_b(z: u32, s: u32, j: u32) -> f32 {
     if j < p.cols && s < p.depth {
         let hd = head_of(z, p.batch0, p.heads_q, p.group);
-        return v[p.v_offset + hd.batch * p.v_stride_b + hd.head_kv * p.v_stride_h
-            + s * p.v_stride_s + j];
+        return f32(v[p.v_offset + hd.batch * p.v_stride_b + hd.head_kv * p.v_stride_h
+            + s * p.v_stride_s + j]);
     }
     return 0.0;
 }
@@ -61,7 +62,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         for (var c = 0u; c < TN; c++) {
             let j = origin.y + TN * lid.x + c;
             if j < p.cols {
-                o[base + (p.row0 + m) * p.o_stride_l + j] = acc_at(&acc, r, c);
+                o[base + (p.row0 + m) * p.o_stride_l + j] = Out(acc_at(&acc, r, c));
             }
         }
     }

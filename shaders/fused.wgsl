@@ -20,7 +20,9 @@
 // visited. Rows that see no key at all end with l = 0 and are written as zeros; rows with a
 // NaN or +inf score are written as NaN; a key of probability 0 contributes nothing even
 // when its value is not finite — the same rules as the three-pass path and the reference.
-// float.wgsl and heads.wgsl (prepended) supply the float helpers and map z to (batch, head).
+// A storage prelude (storage_*.wgsl) names the element types of Q/K/V (`Elem`) and of O
+// (`Out`); float.wgsl and heads.wgsl (prepended) supply the float helpers and map z to
+// (batch, head). Arithmetic is f32 whatever the storage.
 
 override WG_X: u32 = 8u;    // invocations along value columns (8 each): ceil(dv / 8) rounded up, ≥ 4
 override D_VEC: u32 = 16u;  // vec4s of one staged query row: ceil(d / 4), rounded up
@@ -68,12 +70,12 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> q: array<f32>;
-@group(0) @binding(2) var<storage, read> k: array<f32>;
-@group(0) @binding(3) var<storage, read> v: array<f32>;
+@group(0) @binding(1) var<storage, read> q: array<Elem>;
+@group(0) @binding(2) var<storage, read> k: array<Elem>;
+@group(0) @binding(3) var<storage, read> v: array<Elem>;
 @group(0) @binding(4) var<storage, read> mask0: array<f32>;
 @group(0) @binding(5) var<storage, read> mask1: array<f32>;
-@group(0) @binding(6) var<storage, read_write> o: array<f32>;
+@group(0) @binding(6) var<storage, read_write> o: array<Out>;
 
 var<workgroup> q_tile: array<vec4<f32>, 4 * WG_Y * D_VEC>; // [row][i / 4], pre-scaled
 var<workgroup> p_tile: array<vec4<f32>, BC * WG_Y>;  // [key][row / 4]
@@ -95,22 +97,22 @@ var<workgroup> values_nonfinite: atomic<u32>;
 // Four consecutive elements from `at` of K or V, of which the first `n` exist.
 fn key4(at: u32, n: u32) -> vec4<f32> {
     if n >= 4u {
-        return vec4<f32>(k[at], k[at + 1u], k[at + 2u], k[at + 3u]);
+        return vec4<f32>(f32(k[at]), f32(k[at + 1u]), f32(k[at + 2u]), f32(k[at + 3u]));
     }
     var x = vec4<f32>(0.0);
     for (var c = 0u; c < n; c++) {
-        x[c] = k[at + c];
+        x[c] = f32(k[at + c]);
     }
     return x;
 }
 
 fn value4(at: u32, n: u32) -> vec4<f32> {
     if n >= 4u {
-        return vec4<f32>(v[at], v[at + 1u], v[at + 2u], v[at + 3u]);
+        return vec4<f32>(f32(v[at]), f32(v[at + 1u]), f32(v[at + 2u]), f32(v[at + 3u]));
     }
     var x = vec4<f32>(0.0);
     for (var c = 0u; c < n; c++) {
-        x[c] = v[at + c];
+        x[c] = f32(v[at + c]);
     }
     return x;
 }
@@ -167,7 +169,7 @@ fn main(
             let at = q_base + (l0 + r) * p.q_stride_l + i;
             for (var c = 0u; c < 4u; c++) {
                 if i + c < p.depth {
-                    x[c] = q[at + c];
+                    x[c] = f32(q[at + c]);
                 }
             }
         }
@@ -368,7 +370,7 @@ fn main(
         for (var c = 0u; c < 8u; c++) {
             let j = lid.x * 8u + c;
             if j < p.depth_v {
-                o[o_base + l * p.o_stride_l + j] = acc[2u * r + c / 4u][c % 4u] * inv;
+                o[o_base + l * p.o_stride_l + j] = Out(acc[2u * r + c / 4u][c % 4u] * inv);
             }
         }
     }

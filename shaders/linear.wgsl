@@ -2,6 +2,7 @@
 // Used for the in-projections (q, k, v — one launch when they share an input) and the
 // out-projection. Offsets let one launch read a slice of a packed weight (in_proj_weight).
 // The tiling lives in gemm_tile.wgsl; this file says where A, B and C are.
+// Operands are stored as `Elem`, the result as `Out` (storage_*.wgsl); arithmetic is f32.
 
 struct Params {
     rows: u32,        // M: rows of X and Y
@@ -17,24 +18,24 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> w: array<f32>;
-@group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<Elem>;
+@group(0) @binding(2) var<storage, read> w: array<Elem>;
+@group(0) @binding(3) var<storage, read> bias: array<Elem>;
+@group(0) @binding(4) var<storage, read_write> y: array<Out>;
 
 const B_N_CONTIGUOUS: bool = false; // W[n, k] runs along k
 const SKIP_ZERO_A: bool = false;
 
 fn load_a(z: u32, m: u32, k: u32) -> f32 {
     if m < p.rows && k < p.depth {
-        return x[p.x_offset + m * p.x_row_stride + k];
+        return f32(x[p.x_offset + m * p.x_row_stride + k]);
     }
     return 0.0;
 }
 
 fn load_b(z: u32, k: u32, n: u32) -> f32 {
     if n < p.cols && k < p.depth {
-        return w[p.w_offset + n * p.depth + k];
+        return f32(w[p.w_offset + n * p.depth + k]);
     }
     return 0.0;
 }
@@ -53,9 +54,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
             if n < p.cols {
                 var v = acc_at(&acc, r, c);
                 if p.has_bias != 0u {
-                    v += bias[p.bias_offset + n];
+                    v += f32(bias[p.bias_offset + n]);
                 }
-                y[p.y_offset + m * p.y_row_stride + n] = v;
+                y[p.y_offset + m * p.y_row_stride + n] = Out(v);
             }
         }
     }

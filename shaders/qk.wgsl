@@ -2,7 +2,8 @@
 // block's batches. Q and K are read in place from the projected [B, L, E]-style buffers
 // (a head is a column offset, a batch and a row are strides), so no head is ever copied.
 // Masks are additive float tensors placed on the [B, H, L, S] grid by strides (0 =
-// broadcast); causal masking compares positions and needs no tensor.
+// broadcast); causal masking compares positions and needs no tensor. Q and K are stored as
+// `Elem` (storage_*.wgsl); scores and arithmetic are f32.
 // The tiling lives in gemm_tile.wgsl; heads.wgsl maps z to (batch, head).
 
 struct Params {
@@ -35,8 +36,8 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> q: array<f32>;
-@group(0) @binding(2) var<storage, read> k: array<f32>;
+@group(0) @binding(1) var<storage, read> q: array<Elem>;
+@group(0) @binding(2) var<storage, read> k: array<Elem>;
 @group(0) @binding(3) var<storage, read> mask0: array<f32>;
 @group(0) @binding(4) var<storage, read> mask1: array<f32>;
 @group(0) @binding(5) var<storage, read_write> scores: array<f32>;
@@ -47,8 +48,8 @@ const SKIP_ZERO_A: bool = false;
 fn load_a(z: u32, m: u32, i: u32) -> f32 {
     if m < p.rows && i < p.depth {
         let hd = head_of(z, p.batch0, p.heads_q, p.group);
-        return q[p.q_offset + hd.batch * p.q_stride_b + hd.head_q * p.q_stride_h
-            + (p.row0 + m) * p.q_stride_l + i];
+        return f32(q[p.q_offset + hd.batch * p.q_stride_b + hd.head_q * p.q_stride_h
+            + (p.row0 + m) * p.q_stride_l + i]);
     }
     return 0.0;
 }
@@ -56,8 +57,8 @@ fn load_a(z: u32, m: u32, i: u32) -> f32 {
 fn load_b(z: u32, i: u32, n: u32) -> f32 {
     if n < p.cols && i < p.depth {
         let hd = head_of(z, p.batch0, p.heads_q, p.group);
-        return k[p.k_offset + hd.batch * p.k_stride_b + hd.head_kv * p.k_stride_h
-            + n * p.k_stride_s + i];
+        return f32(k[p.k_offset + hd.batch * p.k_stride_b + hd.head_kv * p.k_stride_h
+            + n * p.k_stride_s + i]);
     }
     return 0.0;
 }

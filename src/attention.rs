@@ -11,7 +11,7 @@ use crate::buffer::{self, bytes_of_f32};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::kernels::{
-    Block, HeadView, Kernel, MAX_GROUPS, MaskBinding, av, fused, head_mean, qk, softmax,
+    Block, HeadView, Kernel, MAX_GROUPS, MaskBinding, Storage, av, fused, head_mean, qk, softmax,
 };
 use crate::options::{AttentionPath, Causal};
 use crate::problem::CoreDims;
@@ -29,6 +29,8 @@ pub(crate) struct Core<'a> {
     /// Where the attention weights go: `[B, H, L, S]` per head, or `[B, L, S]` averaged
     /// when the workspace was made for averaged weights.
     pub weights: Option<&'a wgpu::Buffer>,
+    /// How Q, K, V and the output are stored (the plan was made for the same).
+    pub storage: Storage,
 }
 
 /// How the score matrix is walked.
@@ -150,16 +152,25 @@ pub(crate) enum CorePlan {
     Fused(Kernel, fused::Variant),
 }
 
+/// What a core plan is made for: the attention weights (`Some(averaged)` when the caller
+/// wants them, which only the three-pass path produces), whether it is causal, and how its
+/// operands and result are stored.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CoreNeeds {
+    pub weights: Option<bool>,
+    pub causal: bool,
+    pub storage: Storage,
+}
+
 impl CorePlan {
-    /// Resolves `path` for a core of `dims`; `weights` is `Some(averaged)` when the caller
-    /// wants attention weights, which only the three-pass path produces.
-    pub fn new(
-        gpu: &Gpu,
-        dims: &CoreDims,
-        path: AttentionPath,
-        weights: Option<bool>,
-        causal: bool,
-    ) -> Result<Self> {
+    /// Resolves `path` for a core of `dims` with `needs`.
+    pub fn new(gpu: &Gpu, dims: &CoreDims, path: AttentionPath, needs: CoreNeeds) -> Result<Self> {
+        let CoreNeeds {
+            weights,
+            causal,
+            storage,
+        } = needs;
+        gpu.check_dtype(storage.operands())?;
         let fused = || -> Result<Self> {
             let limits = gpu.limits();
             let variant = fused::Variant::for_dims(
@@ -169,7 +180,9 @@ impl CorePlan {
                 &limits,
                 gpu.kernels().tuning.fused_block,
             )?;
-            let kernel = gpu.kernels().fused(gpu.device(), &limits, variant)?;
+            let kernel = gpu
+                .kernels()
+                .fused(gpu.device(), &limits, variant, storage)?;
             Ok(CorePlan::Fused(kernel, variant))
         };
         let three_pass =
@@ -244,6 +257,7 @@ pub(crate) fn record_core<'k>(
         CorePlan::ThreePass(ws) => ws,
     };
     let (plan, scores) = (ws.plan, &ws.scores);
+    let matmuls = kernels.matmuls(gpu.device(), core.storage.operands());
     let scores_args = qk::Scores {
         dims: *dims,
         q: core.q,
@@ -254,7 +268,7 @@ pub(crate) fn record_core<'k>(
     };
     let (h, l, s) = (dims.heads_q as u64, dims.len_q as u64, dims.len_kv as u64);
     for block in plan.blocks(dims) {
-        qk::record(batch, kernels, &scores_args, block, scores);
+        qk::record(batch, kernels, &matmuls.qk, &scores_args, block, scores);
         let rows_in_block = block.batch_count * dims.heads_q as u32 * block.rows;
         softmax::record(batch, kernels, rows_in_block, s as u32, scores);
         if let Some(target) = core.weights {
@@ -297,7 +311,16 @@ pub(crate) fn record_core<'k>(
                 }
             }
         }
-        av::record(batch, kernels, dims, block, scores, &core.v, &core.out);
+        let av_kernel = matmuls.av_for(core.storage);
+        av::record(
+            batch,
+            kernels,
+            av_kernel,
+            dims,
+            block,
+            scores,
+            (&core.v, &core.out),
+        );
     }
     Ok(())
 }

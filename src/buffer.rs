@@ -3,6 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
+use crate::options::Dtype;
 
 /// Usages of every buffer the kernels read or write: storage, plus copies in and out.
 pub(crate) const STORAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
@@ -12,6 +13,11 @@ pub(crate) const STORAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
 /// Bytes of `n` f32 elements.
 pub(crate) fn bytes_of_f32(n: usize) -> u64 {
     (n as u64) * 4
+}
+
+/// Bytes of `n` elements stored as `dtype`.
+pub(crate) fn bytes_of(n: usize, dtype: Dtype) -> u64 {
+    (n * dtype.size()) as u64
 }
 
 /// Checks that a buffer of `bytes` fits one storage binding of the device.
@@ -50,6 +56,22 @@ pub(crate) fn upload(gpu: &Gpu, label: &str, data: &[f32]) -> wgpu::Buffer {
     upload_bytes(gpu, label, bytemuck::cast_slice(data), STORAGE)
 }
 
+/// A storage buffer holding `data` stored as `dtype` (f16: rounded to nearest; must fit one
+/// binding: checked by the caller).
+pub(crate) fn upload_as(gpu: &Gpu, label: &str, data: &[f32], dtype: Dtype) -> wgpu::Buffer {
+    match dtype {
+        Dtype::F32 => upload(gpu, label, data),
+        Dtype::F16 => {
+            let mut halves: Vec<half::f16> = data.iter().map(|&x| half::f16::from_f32(x)).collect();
+            // Buffer writes move whole 4-byte words.
+            if halves.len() % 2 == 1 {
+                halves.push(half::f16::ZERO);
+            }
+            upload_bytes(gpu, label, bytemuck::cast_slice(&halves), STORAGE)
+        }
+    }
+}
+
 /// A buffer of `usage` (plus COPY_DST) holding `bytes`, padded to at least 16 bytes.
 pub(crate) fn upload_bytes(
     gpu: &Gpu,
@@ -74,6 +96,16 @@ pub(crate) fn storage(gpu: &Gpu, label: &str, len: usize) -> wgpu::Buffer {
     gpu.device().create_buffer(&wgpu::BufferDescriptor {
         label: Some(label),
         size: bytes_of_f32(len).max(16),
+        usage: STORAGE,
+        mapped_at_creation: false,
+    })
+}
+
+/// An uninitialised storage buffer of `len` elements stored as `dtype`.
+pub(crate) fn storage_as(gpu: &Gpu, label: &str, len: usize, dtype: Dtype) -> wgpu::Buffer {
+    gpu.device().create_buffer(&wgpu::BufferDescriptor {
+        label: Some(label),
+        size: bytes_of(len, dtype).max(16).next_multiple_of(4),
         usage: STORAGE,
         mapped_at_creation: false,
     })

@@ -1,6 +1,7 @@
 //! Comparing a GPU result with the CPU reference: the error measures the CLI and the
 //! benchmark report, and the tolerance rule `|got − want| ≤ atol + rtol·|want|`.
 
+use crate::options::Dtype;
 use crate::tensor::Tensor;
 
 /// Relative tolerance of the f32 GPU path against the f64 reference.
@@ -8,6 +9,23 @@ pub const RTOL: f32 = 1e-4;
 
 /// Absolute tolerance per unit of the reference's magnitude: `atol = ATOL_SCALE · max(1, max|want|)`.
 pub const ATOL_SCALE: f32 = 1e-5;
+
+/// Relative tolerance of f16 storage, against the reference run on the same f16-rounded
+/// inputs and weights: what remains is the rounding of the intermediates an f16 MHA forward
+/// stores (projected q/k/v, the attention output), 2⁻¹¹ ≈ 4.9e-4 each, with room for their
+/// accumulation.
+pub const RTOL_F16: f32 = 5e-3;
+
+/// Absolute tolerance of f16 storage per unit of the reference's magnitude.
+pub const ATOL_SCALE_F16: f32 = 5e-3;
+
+/// `(rtol, atol_scale)` for results computed from `dtype` storage.
+pub fn tolerance(dtype: Dtype) -> (f32, f32) {
+    match dtype {
+        Dtype::F32 => (RTOL, ATOL_SCALE),
+        Dtype::F16 => (RTOL_F16, ATOL_SCALE_F16),
+    }
+}
 
 /// How far one tensor is from another.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -32,14 +50,20 @@ impl Comparison {
     }
 }
 
-/// Compares with the default tolerance ([`RTOL`], [`ATOL_SCALE`]).
+/// Compares with the f32 tolerance ([`RTOL`], [`ATOL_SCALE`]).
 pub fn compare(got: &Tensor, want: &Tensor) -> Comparison {
+    compare_as(got, want, Dtype::F32)
+}
+
+/// Compares with the tolerance of results computed from `dtype` storage ([`tolerance`]).
+pub fn compare_as(got: &Tensor, want: &Tensor, dtype: Dtype) -> Comparison {
     let magnitude = want
         .data
         .iter()
         .filter(|v| v.is_finite())
         .fold(1f32, |m, v| m.max(v.abs()));
-    compare_with(got, want, RTOL, ATOL_SCALE * magnitude)
+    let (rtol, atol_scale) = tolerance(dtype);
+    compare_with(got, want, rtol, atol_scale * magnitude)
 }
 
 /// Compares with an explicit tolerance.

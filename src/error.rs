@@ -62,6 +62,14 @@ pub enum Error {
     )]
     UnexpectedWeight { name: String },
 
+    /// The adapter lacks a feature the call needs (e.g. `SHADER_F16` for f16 storage).
+    #[error("{what} needs the device feature {feature}, which adapter {adapter:?} does not grant")]
+    Unsupported {
+        what: &'static str,
+        feature: &'static str,
+        adapter: String,
+    },
+
     /// A problem too large for the device that cannot be tiled to fit.
     #[error("{what} needs {needed} bytes but the device allows {limit} ({limit_name})")]
     TooLarge {

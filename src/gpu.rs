@@ -149,8 +149,10 @@ impl Gpu {
         // The adapter's own limits: wgpu's defaults are smaller than most adapters (on
         // lavapipe they refuse 512 MiB buffers and 1024-invocation workgroups).
         let limits = adapter.limits();
-        // Timestamp queries time each kernel in the benchmark, where the adapter has them.
-        let features = adapter.features() & wgpu::Features::TIMESTAMP_QUERY;
+        // Timestamp queries time each kernel in the benchmark, and SHADER_F16 allows f16
+        // storage, where the adapter has them.
+        let features =
+            adapter.features() & (wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SHADER_F16);
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("wgpu-mha"),
             required_features: features,
@@ -270,6 +272,26 @@ impl Gpu {
     /// Where [`Gpu::tuning`] came from: the caller, the tuning cache, or the defaults.
     pub fn tuning_source(&self) -> &'static str {
         self.inner.tuning_source
+    }
+
+    /// Whether the device can store tensors as f16 ([`Dtype::F16`](crate::Dtype::F16)): it
+    /// has the feature `SHADER_F16`.
+    pub fn supports_f16(&self) -> bool {
+        self.device()
+            .features()
+            .contains(wgpu::Features::SHADER_F16)
+    }
+
+    /// `Err(Unsupported)` unless the device can store `dtype`.
+    pub(crate) fn check_dtype(&self, dtype: crate::options::Dtype) -> Result<()> {
+        if dtype == crate::options::Dtype::F16 && !self.supports_f16() {
+            return Err(Error::Unsupported {
+                what: "f16 storage",
+                feature: "SHADER_F16",
+                adapter: self.adapter_info().name.clone(),
+            });
+        }
+        Ok(())
     }
 
     /// The device's limits.

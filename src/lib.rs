@@ -50,7 +50,7 @@ pub use batch::RunTiming;
 pub use error::{Error, Result};
 pub use gpu::{Gpu, GpuOptions};
 pub use mha::{MultiHeadAttention, PreparedMha};
-pub use options::{AttentionPath, Causal, MhaConfig, MhaOptions, MhaOutput, SdpaOptions};
+pub use options::{AttentionPath, Causal, Dtype, MhaConfig, MhaOptions, MhaOutput, SdpaOptions};
 pub use sdpa::{PreparedSdpa, scaled_dot_product_attention};
 pub use tensor::{Mask, MaskData, Tensor};
 pub use tuning::Tuning;

@@ -9,14 +9,16 @@
 
 use std::path::Path;
 
-use crate::attention::{Core, CorePlan, record_core, run_recorded, run_recorded_timed, scoped};
+use crate::attention::{
+    Core, CoreNeeds, CorePlan, record_core, run_recorded, run_recorded_timed, scoped,
+};
 use crate::batch::{Batch, RunTiming};
-use crate::buffer::{self, bytes_of_f32, check_binding, check_buffer};
+use crate::buffer::{self, bytes_of, bytes_of_f32, check_binding, check_buffer};
 use crate::error::Result;
 use crate::gpu::Gpu;
 use crate::kernels::linear::{self, At, Linear};
-use crate::kernels::{HeadView, MaskBinding};
-use crate::options::{AttentionPath, Causal, MhaConfig, MhaOptions, MhaOutput};
+use crate::kernels::{HeadView, MaskBinding, Storage};
+use crate::options::{AttentionPath, Causal, Dtype, MhaConfig, MhaOptions, MhaOutput};
 use crate::problem::{CoreDims, MaskView, validate_mha};
 use crate::tensor::Tensor;
 use crate::weights::{InProjWeight, MhaWeights, Proj};
@@ -106,10 +108,11 @@ impl MultiHeadAttention {
     /// Uploads `weights` (validated against `config`) to `gpu`.
     pub fn new(gpu: &Gpu, config: MhaConfig, weights: &MhaWeights) -> Result<Self> {
         weights.validate(&config)?;
+        gpu.check_dtype(config.dtype)?;
         scoped(gpu, "uploading weights", || {
             let up = |name: &str, data: &[f32]| -> Result<wgpu::Buffer> {
-                check_binding(gpu, name, bytes_of_f32(data.len()))?;
-                Ok(buffer::upload(gpu, name, data))
+                check_binding(gpu, name, bytes_of(data.len(), config.dtype))?;
+                Ok(buffer::upload_as(gpu, name, data, config.dtype))
             };
             let in_proj = match &weights.in_proj {
                 InProjWeight::Packed(w) => GpuInProj::Packed(up("in_proj_weight", w)?),
@@ -194,11 +197,13 @@ impl MultiHeadAttention {
         let d = &p.dims;
         let e = p.embed_dim;
         let (rows_q, rows_kv) = (d.batch * d.len_q, d.batch * d.len_kv);
+        let dtype = self.config.dtype;
         let mut bytes = 0u64;
         let mut input = |name: &str, t: &Tensor| -> Result<wgpu::Buffer> {
-            check_binding(gpu, name, bytes_of_f32(t.numel()))?;
-            bytes += bytes_of_f32(t.numel());
-            Ok(buffer::upload(gpu, name, &t.data))
+            let size = bytes_of(t.numel(), dtype);
+            check_binding(gpu, name, size)?;
+            bytes += size;
+            Ok(buffer::upload_as(gpu, name, &t.data, dtype))
         };
         // Self-attention (PyTorch checks `query is key is value`): one input, one projection.
         let same = |a: &Tensor, b: &Tensor| std::ptr::eq(a.data.as_ptr(), b.data.as_ptr());
@@ -220,10 +225,11 @@ impl MultiHeadAttention {
                 .transpose()?,
         ];
 
-        let mut output = |name: &str, len: usize| -> Result<wgpu::Buffer> {
-            check_binding(gpu, name, bytes_of_f32(len))?;
-            bytes += bytes_of_f32(len);
-            Ok(buffer::storage(gpu, name, len))
+        // Intermediates are stored as `dtype`, the output as f32.
+        let mut output = |name: &str, len: usize, dtype| -> Result<wgpu::Buffer> {
+            check_binding(gpu, name, bytes_of(len, dtype))?;
+            bytes += bytes_of(len, dtype);
+            Ok(buffer::storage_as(gpu, name, len, dtype))
         };
         // Projected q, k, v keep the caller's row order; heads and batches are strides.
         let place = |buffer: &wgpu::Buffer, column: usize, len: usize, width: usize| {
@@ -240,7 +246,7 @@ impl MultiHeadAttention {
         };
         let (q, k, v) = match &inputs {
             Inputs::SelfAttention(_) => {
-                let qkv = output("projected qkv", rows_q * 3 * e)?;
+                let qkv = output("projected qkv", rows_q * 3 * e, dtype)?;
                 (
                     place(&qkv, 0, d.len_q, 3 * e),
                     place(&qkv, e, d.len_kv, 3 * e),
@@ -248,13 +254,18 @@ impl MultiHeadAttention {
                 )
             }
             Inputs::Separate { .. } => (
-                place(&output("projected q", rows_q * e)?, 0, d.len_q, e),
-                place(&output("projected k", rows_kv * e)?, 0, d.len_kv, e),
-                place(&output("projected v", rows_kv * e)?, 0, d.len_kv, e),
+                place(&output("projected q", rows_q * e, dtype)?, 0, d.len_q, e),
+                place(&output("projected k", rows_kv * e, dtype)?, 0, d.len_kv, e),
+                place(&output("projected v", rows_kv * e, dtype)?, 0, d.len_kv, e),
             ),
         };
-        let attn = place(&output("attention output", rows_q * e)?, 0, d.len_q, e);
-        let out = output("attn_output", rows_q * e)?;
+        let attn = place(
+            &output("attention output", rows_q * e, dtype)?,
+            0,
+            d.len_q,
+            e,
+        );
+        let out = output("attn_output", rows_q * e, Dtype::F32)?;
         let weights_shape = p.weights_shape();
         let weights = if p.need_weights {
             let len = weights_shape.iter().product::<usize>();
@@ -265,13 +276,12 @@ impl MultiHeadAttention {
         } else {
             None
         };
-        let plan = CorePlan::new(
-            gpu,
-            d,
-            opts.path,
-            p.need_weights.then_some(p.average_attn_weights),
-            p.causal.is_some(),
-        )?;
+        let needs = CoreNeeds {
+            weights: p.need_weights.then_some(p.average_attn_weights),
+            causal: p.causal.is_some(),
+            storage: Storage::inner(dtype),
+        };
+        let plan = CorePlan::new(gpu, d, opts.path, needs)?;
         bytes += plan.bytes();
         Ok(PreparedMha {
             mha: self,
@@ -311,9 +321,12 @@ impl MultiHeadAttention {
             (GpuInProj::Separate { k, .. }, Proj::K) => (k, 0),
             (GpuInProj::Separate { v, .. }, Proj::V) => (v, 0),
         };
+        let kernels = self.gpu.kernels();
+        let kernel = &kernels.matmuls(self.gpu.device(), self.config.dtype).linear;
         linear::record(
             batch,
-            self.gpu.kernels(),
+            kernels,
+            kernel,
             &Linear {
                 rows: rows as u32,
                 cols: cols as u32,
@@ -456,12 +469,18 @@ impl PreparedMha<'_> {
                 causal: self.causal,
                 masks: [mask(0), mask(1)],
                 weights: self.weights.as_ref(),
+                storage: Storage::inner(mha.config.dtype),
             },
             &self.plan,
         )?;
+        let kernels = mha.gpu.kernels();
+        let out_proj = &kernels
+            .matmuls(mha.gpu.device(), mha.config.dtype)
+            .linear_last;
         linear::record(
             batch,
-            mha.gpu.kernels(),
+            kernels,
+            out_proj,
             &Linear {
                 rows: rows_q as u32,
                 cols: e as u32,

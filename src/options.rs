@@ -41,6 +41,46 @@ pub enum AttentionPath {
     Fused,
 }
 
+/// How tensors are stored on the GPU. Arithmetic is f32 either way (f32 accumulation, f32
+/// softmax); results come back as f32.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Dtype {
+    /// f32 storage: the default.
+    #[default]
+    F32,
+    /// f16 storage of inputs, weights and intermediates (rounded to nearest on upload;
+    /// beyond ±65504 they become infinite). Half the memory and the bytes moved; needs an
+    /// adapter that grants `SHADER_F16`, else calls fail with
+    /// [`Error::Unsupported`](crate::Error::Unsupported).
+    F16,
+}
+
+impl Dtype {
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            Dtype::F32 => 4,
+            Dtype::F16 => 2,
+        }
+    }
+
+    /// `x` as stored: f16 rounds to nearest (ties to even), f32 is exact.
+    pub fn round(self, x: f32) -> f32 {
+        match self {
+            Dtype::F32 => x,
+            Dtype::F16 => half::f16::from_f32(x).to_f32(),
+        }
+    }
+
+    /// `"f32"` or `"f16"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Dtype::F32 => "f32",
+            Dtype::F16 => "f16",
+        }
+    }
+}
+
 /// Options of [`scaled_dot_product_attention`](crate::scaled_dot_product_attention), as in
 /// PyTorch's `F.scaled_dot_product_attention` (no dropout: this is inference).
 #[derive(Clone, Copy, Debug, Default)]
@@ -57,6 +97,8 @@ pub struct SdpaOptions<'a> {
     pub enable_gqa: bool,
     /// Which algorithm runs (the result is the same up to rounding).
     pub path: AttentionPath,
+    /// How query, key and value are stored on the GPU (the output is f32).
+    pub dtype: Dtype,
 }
 
 /// The shape of an `nn.MultiheadAttention` module.
@@ -74,6 +116,9 @@ pub struct MhaConfig {
     pub bias: bool,
     /// `[B, L, E]` when true, PyTorch's default `[L, B, E]` when false.
     pub batch_first: bool,
+    /// How weights, inputs and intermediates are stored on the GPU, as after PyTorch's
+    /// `module.half()` (the output is f32).
+    pub dtype: Dtype,
 }
 
 impl MhaConfig {
@@ -86,6 +131,7 @@ impl MhaConfig {
             vdim: embed_dim,
             bias: true,
             batch_first: false,
+            dtype: Dtype::F32,
         }
     }
 
@@ -105,6 +151,12 @@ impl MhaConfig {
     /// Sets `batch_first`.
     pub fn with_batch_first(mut self, batch_first: bool) -> Self {
         self.batch_first = batch_first;
+        self
+    }
+
+    /// Sets `dtype`, the storage on the GPU.
+    pub fn with_dtype(mut self, dtype: Dtype) -> Self {
+        self.dtype = dtype;
         self
     }
 

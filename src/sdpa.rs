@@ -2,14 +2,16 @@
 //! tensors. Like the MHA module it has a one-call form and a prepared form whose stages
 //! (upload, run, read) can be timed apart.
 
-use crate::attention::{Core, CorePlan, record_core, run_recorded, run_recorded_timed, scoped};
+use crate::attention::{
+    Core, CoreNeeds, CorePlan, record_core, run_recorded, run_recorded_timed, scoped,
+};
 use crate::batch::{Batch, RunTiming};
-use crate::buffer::{self, bytes_of_f32, check_binding};
+use crate::buffer::{self, bytes_of, bytes_of_f32, check_binding};
 use crate::error::Result;
 use crate::gpu::Gpu;
-use crate::kernels::{HeadView, MaskBinding};
+use crate::kernels::{HeadView, MaskBinding, Storage};
 use crate::mha::upload_mask;
-use crate::options::{AttentionPath, Causal, SdpaOptions};
+use crate::options::{AttentionPath, Causal, Dtype, SdpaOptions};
 use crate::problem::{CoreDims, validate_sdpa};
 use crate::tensor::Tensor;
 
@@ -44,6 +46,7 @@ pub struct PreparedSdpa {
     out: wgpu::Buffer,
     out_shape: Vec<usize>,
     plan: CorePlan,
+    dtype: Dtype,
     bytes: u64,
 }
 
@@ -80,12 +83,14 @@ impl PreparedSdpa {
         opts: &SdpaOptions,
     ) -> Result<Self> {
         let problem = validate_sdpa(query, key, value, opts)?;
+        gpu.check_dtype(opts.dtype)?;
         let d = problem.dims;
         let mut bytes = 0;
         let mut upload = |name: &str, t: &Tensor| -> Result<wgpu::Buffer> {
-            check_binding(gpu, name, bytes_of_f32(t.numel()))?;
-            bytes += bytes_of_f32(t.numel());
-            Ok(buffer::upload(gpu, name, &t.data))
+            let size = bytes_of(t.numel(), opts.dtype);
+            check_binding(gpu, name, size)?;
+            bytes += size;
+            Ok(buffer::upload_as(gpu, name, &t.data, opts.dtype))
         };
         let (q, k, v) = (
             upload("query", query)?,
@@ -95,7 +100,12 @@ impl PreparedSdpa {
         let out_len = d.batch * d.heads_q * d.len_q * d.head_dim_v;
         check_binding(gpu, "attn_output", bytes_of_f32(out_len))?;
         bytes += bytes_of_f32(out_len);
-        let plan = CorePlan::new(gpu, &d, opts.path, None, problem.causal.is_some())?;
+        let needs = CoreNeeds {
+            weights: None,
+            causal: problem.causal.is_some(),
+            storage: Storage::last(opts.dtype),
+        };
+        let plan = CorePlan::new(gpu, &d, opts.path, needs)?;
         bytes += plan.bytes();
         Ok(Self {
             gpu: gpu.clone(),
@@ -112,6 +122,7 @@ impl PreparedSdpa {
             out: buffer::storage(gpu, "attn_output", out_len),
             out_shape: problem.out_shape,
             plan,
+            dtype: opts.dtype,
             bytes,
         })
     }
@@ -119,6 +130,11 @@ impl PreparedSdpa {
     /// The algorithm this call's attention core runs.
     pub fn path(&self) -> AttentionPath {
         self.plan.path()
+    }
+
+    /// How query, key and value are stored on the GPU.
+    pub fn dtype(&self) -> Dtype {
+        self.dtype
     }
 
     /// Bytes of GPU memory allocated: inputs, output and the score block.
@@ -190,6 +206,7 @@ impl PreparedSdpa {
                     None,
                 ],
                 weights: None,
+                storage: Storage::last(self.dtype),
             },
             &self.plan,
         )

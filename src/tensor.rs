@@ -10,6 +10,15 @@ pub struct Tensor {
 }
 
 impl Tensor {
+    /// The tensor as the GPU stores it in `dtype` (f16: each element rounded): the input to
+    /// give the CPU reference when checking a `dtype` forward.
+    pub fn rounded_to(&self, dtype: crate::options::Dtype) -> Tensor {
+        Tensor {
+            shape: self.shape.clone(),
+            data: self.data.iter().map(|&x| dtype.round(x)).collect(),
+        }
+    }
+
     /// Wraps `data` with `shape`; the lengths must agree.
     pub fn new(shape: impl Into<Vec<usize>>, data: Vec<f32>) -> Result<Self> {
         let shape = shape.into();

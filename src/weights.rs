@@ -57,6 +57,25 @@ pub enum Proj {
 }
 
 impl MhaWeights {
+    /// The weights as the GPU stores them in `dtype` (f16: each element rounded): what the
+    /// CPU reference needs to check a `dtype` forward.
+    pub fn rounded_to(&self, dtype: crate::options::Dtype) -> MhaWeights {
+        let round = |v: &Vec<f32>| v.iter().map(|&x| dtype.round(x)).collect::<Vec<f32>>();
+        MhaWeights {
+            in_proj: match &self.in_proj {
+                InProjWeight::Packed(w) => InProjWeight::Packed(round(w)),
+                InProjWeight::Separate { q, k, v } => InProjWeight::Separate {
+                    q: round(q),
+                    k: round(k),
+                    v: round(v),
+                },
+            },
+            in_proj_bias: self.in_proj_bias.as_ref().map(round),
+            out_proj_weight: round(&self.out_proj_weight),
+            out_proj_bias: self.out_proj_bias.as_ref().map(round),
+        }
+    }
+
     /// Random weights in PyTorch's init range (`xavier_uniform`-like), biases small and
     /// nonzero so a missing bias shows in a check.
     pub fn random(config: &MhaConfig, rng: &mut impl Rng) -> Self {

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use common::gpu;
 use wgpu_mha::io::{TensorMap, read_safetensors, read_safetensors_metadata};
 use wgpu_mha::{
-    AttentionPath, Causal, Gpu, Mask, MhaConfig, MhaOptions, MhaWeights, MultiHeadAttention,
+    AttentionPath, Causal, Dtype, Gpu, Mask, MhaConfig, MhaOptions, MhaWeights, MultiHeadAttention,
     SdpaOptions, Tensor, reference, scaled_dot_product_attention,
 };
 
@@ -466,6 +466,7 @@ fn sdpa_matches_pytorch() {
             scale,
             enable_gqa,
             path: AttentionPath::Auto,
+            dtype: Dtype::F32,
         };
         let mut results: Vec<_> = [
             ("gpu three-pass", AttentionPath::ThreePass),

@@ -2,6 +2,7 @@
 //! naga — no GPU needed.
 
 use naga::valid::{Capabilities, ValidationFlags, Validator};
+use wgpu_mha::kernels::{STORED_KERNELS, Storage, shader_source};
 
 #[test]
 fn every_shader_parses_and_validates() {
@@ -12,11 +13,7 @@ fn every_shader_parses_and_validates() {
         ["linear", "qk", "av", "softmax", "head_mean", "fused"]
     );
     for (name, source) in sources {
-        let module = naga::front::wgsl::parse_str(&source)
-            .unwrap_or_else(|e| panic!("{name}: WGSL parse error:\n{}", e.emit_to_string(&source)));
-        Validator::new(ValidationFlags::all(), Capabilities::empty())
-            .validate(&module)
-            .unwrap_or_else(|e| panic!("{name}: validation error:\n{}", e.emit_to_string(&source)));
+        let module = validate(name, &source);
         // Every kernel has one compute entry point, `main`.
         assert_eq!(module.entry_points.len(), 1, "{name}");
         assert_eq!(module.entry_points[0].name, "main", "{name}");
@@ -26,6 +23,41 @@ fn every_shader_parses_and_validates() {
             "{name}"
         );
     }
+}
+
+/// Parses and validates `source`; f16 only where the source enables it (as the device does
+/// only where it grants SHADER_F16).
+fn validate(name: &str, source: &str) -> naga::Module {
+    let module = naga::front::wgsl::parse_str(source)
+        .unwrap_or_else(|e| panic!("{name}: WGSL parse error:\n{}", e.emit_to_string(source)));
+    let capabilities = if source.contains("enable f16;") {
+        Capabilities::SHADER_FLOAT16
+    } else {
+        Capabilities::empty()
+    };
+    Validator::new(ValidationFlags::all(), capabilities)
+        .validate(&module)
+        .unwrap_or_else(|e| panic!("{name}: validation error:\n{}", e.emit_to_string(source)));
+    module
+}
+
+/// The kernels with operands, in every storage they are built with (f16 operands and
+/// result, f16 operands and f32 result), validate too; the f16 ones store f16.
+#[test]
+fn every_storage_variant_validates() {
+    for name in STORED_KERNELS {
+        for storage in Storage::ALL {
+            let source = shader_source(name, storage).expect("known kernel");
+            validate(&format!("{name} {storage:?}"), &source);
+            let stores_f16 = source.contains("alias Elem = f16;");
+            assert_eq!(
+                stores_f16,
+                storage.operands() == wgpu_mha::Dtype::F16,
+                "{name} {storage:?}"
+            );
+        }
+    }
+    assert!(shader_source("no such kernel", Storage::F32).is_none());
 }
 
 #[test]

@@ -15,14 +15,15 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde::{Deserialize, Serialize};
-use wgpu_mha::check::compare;
+use wgpu_mha::check::compare_as;
 use wgpu_mha::kernels::KERNEL_NAMES;
 use wgpu_mha::{
-    AttentionPath, Causal, Error, Gpu, MhaConfig, MhaOptions, MhaWeights, MultiHeadAttention,
-    PreparedMha, PreparedSdpa, Result, RunTiming, SdpaOptions, Tensor, reference,
+    AttentionPath, Causal, Dtype, Error, Gpu, MhaConfig, MhaOptions, MhaWeights,
+    MultiHeadAttention, PreparedMha, PreparedSdpa, Result, RunTiming, SdpaOptions, Tensor,
+    reference,
 };
 
-use super::{DeviceArgs, Outcome, describe};
+use super::{DeviceArgs, DtypeArg, Outcome, describe};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Preset {
@@ -85,6 +86,10 @@ pub struct BenchArgs {
     /// Paths to run (repeatable); default: mha and sdpa, or all of them with --sweep.
     #[arg(long = "path", value_enum)]
     pub paths: Vec<Path>,
+    /// Storage dtypes to run (repeatable); default: f32. `--dtype f32 --dtype f16` gives
+    /// both rows of each path (f16 needs SHADER_F16; --sweep takes the first).
+    #[arg(long = "dtype", value_enum)]
+    pub dtypes: Vec<DtypeArg>,
     /// Timed runs of each kernel alone, for the per-pass breakdown (0: no breakdown).
     #[arg(long, default_value_t = 5, value_name = "N")]
     pub pass_runs: usize,
@@ -309,6 +314,9 @@ pub struct Row {
     /// The attention core the library ran: "fused" or "three-pass".
     #[serde(default)]
     pub core: String,
+    /// Storage of inputs, weights and intermediates: "f32" or "f16".
+    #[serde(default = "f32_name")]
+    pub dtype: String,
     pub shape: Shape,
     pub adapter: String,
     pub backend: String,
@@ -375,6 +383,10 @@ impl Row {
     pub fn cpu_gflops(&self) -> Option<f64> {
         self.cpu_ms.map(|cpu| self.gflops * self.median_ms / cpu)
     }
+}
+
+fn f32_name() -> String {
+    Dtype::F32.name().into()
 }
 
 pub fn ms(d: Duration) -> f64 {
@@ -610,6 +622,8 @@ pub struct Settings {
     pub cpu: bool,
     /// Timed runs of each kernel alone (0: none).
     pub pass_runs: usize,
+    /// Storage of inputs, weights and intermediates.
+    pub dtype: Dtype,
 }
 
 impl Settings {
@@ -618,7 +632,17 @@ impl Settings {
             iters: args.iters,
             cpu: !args.no_cpu,
             pass_runs: args.pass_runs,
+            dtype: args.dtypes.first().copied().unwrap_or_default().into(),
         }
+    }
+}
+
+/// The dtypes `args` asks for (`--dtype`), else f32.
+pub fn dtypes(args: &BenchArgs) -> Vec<Dtype> {
+    if args.dtypes.is_empty() {
+        vec![Dtype::F32]
+    } else {
+        args.dtypes.iter().map(|&d| d.into()).collect()
     }
 }
 
@@ -643,7 +667,9 @@ fn measure_mha(
     set: Settings,
     rng: &mut StdRng,
 ) -> Result<Measured> {
-    let config = MhaConfig::new(shape.d_model, shape.heads).with_batch_first(true);
+    let config = MhaConfig::new(shape.d_model, shape.heads)
+        .with_batch_first(true)
+        .with_dtype(set.dtype);
     let weights = MhaWeights::random(&config, rng);
     let mha = MultiHeadAttention::new(gpu, config, &weights)?;
     let x = random(rng, &[shape.batch, shape.seq, shape.d_model]);
@@ -656,11 +682,17 @@ fn measure_mha(
         ..Default::default()
     };
 
+    // The reference sees what the GPU stores: the inputs and weights rounded to the dtype.
+    let reference = || {
+        let (x, kv) = (x.rounded_to(set.dtype), kv_ref.rounded_to(set.dtype));
+        let weights = weights.rounded_to(set.dtype);
+        Ok(reference::mha_forward(&config, &weights, &x, &kv, &kv, &opts)?.attn_output)
+    };
     measure_prepared(
         || mha.prepare(&x, kv_ref, kv_ref, &opts),
         path,
         set,
-        || Ok(reference::mha_forward(&config, &weights, &x, kv_ref, kv_ref, &opts)?.attn_output),
+        reference,
     )
 }
 
@@ -679,13 +711,15 @@ fn measure_sdpa(
         causal: shape.causal.then_some(Causal::TopLeft),
         enable_gqa: shape.kv_heads != shape.heads,
         path: path.attention(),
+        dtype: set.dtype,
         ..Default::default()
     };
+    let round = |t: &Tensor| t.rounded_to(set.dtype);
     measure_prepared(
         || PreparedSdpa::prepare(gpu, &q, &k, &v, &opts),
         path,
         set,
-        || reference::sdpa(&q, &k, &v, &opts),
+        || reference::sdpa(&round(&q), &round(&k), &round(&v), &opts),
     )
 }
 
@@ -762,11 +796,15 @@ pub fn measure(
     };
     let info = gpu.adapter_info();
     let median = m.times[m.times.len() / 2];
-    let cmp = m.cpu.as_ref().map(|(_, want)| compare(&m.got, want));
+    let cmp = m
+        .cpu
+        .as_ref()
+        .map(|(_, want)| compare_as(&m.got, want, set.dtype));
     Ok(Row {
         preset: shape.name.clone(),
         path: path.name().into(),
         core: core_name(m.core).into(),
+        dtype: set.dtype.name().into(),
         shape: shape.clone(),
         adapter: info.name.clone(),
         backend: format!("{:?}", info.backend),
@@ -914,22 +952,30 @@ pub fn run(device: &DeviceArgs, args: &BenchArgs) -> Result<Outcome> {
         return super::sweep::run(device, args, &shapes[0], spec);
     }
     let gpu = open(device)?;
-    let jobs: Vec<(&Shape, Path)> = shapes
+    let dtypes = dtypes(args);
+    let jobs: Vec<(&Shape, Path, Dtype)> = shapes
         .iter()
         .flat_map(|s| {
             paths(args, &Path::DEFAULT)
                 .into_iter()
                 .filter(|p| p.runs(s))
-                .map(move |p| (s, p))
+                .flat_map(|p| dtypes.iter().map(move |&d| (p, d)))
+                .map(move |(p, d)| (s, p, d))
         })
         .collect();
     let bar = progress(jobs.len());
     let set = Settings::from_args(args);
     let mut rng = StdRng::seed_from_u64(args.seed);
     let mut rows = Vec::new();
-    for (shape, path) in jobs {
-        bar.set_message(format!("{} {}", shape.name, path.name()));
-        rows.push(measure(&gpu, shape, path, set, &mut rng)?);
+    for (shape, path, dtype) in jobs {
+        bar.set_message(format!("{} {} {}", shape.name, path.name(), dtype.name()));
+        rows.push(measure(
+            &gpu,
+            shape,
+            path,
+            Settings { dtype, ..set },
+            &mut rng,
+        )?);
         bar.inc(1);
     }
     bar.finish_and_clear();

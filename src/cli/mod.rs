@@ -8,7 +8,7 @@ pub mod table;
 pub mod tune;
 
 use clap::{Args, ValueEnum};
-use wgpu_mha::{Causal, Gpu, GpuOptions, Result};
+use wgpu_mha::{Causal, Dtype, Gpu, GpuOptions, Result};
 
 /// How a command ended when it did not fail outright.
 pub enum Outcome {
@@ -70,6 +70,25 @@ impl From<CausalArg> for Causal {
         match c {
             CausalArg::TopLeft => Causal::TopLeft,
             CausalArg::BottomRight => Causal::BottomRight,
+        }
+    }
+}
+
+/// `--dtype f32|f16`: how tensors are stored on the GPU.
+#[derive(Clone, Copy, Debug, Default, ValueEnum, PartialEq, Eq)]
+pub enum DtypeArg {
+    /// f32 storage (the default).
+    #[default]
+    F32,
+    /// f16 storage of inputs, weights and intermediates, f32 arithmetic (needs SHADER_F16).
+    F16,
+}
+
+impl From<DtypeArg> for Dtype {
+    fn from(d: DtypeArg) -> Self {
+        match d {
+            DtypeArg::F32 => Dtype::F32,
+            DtypeArg::F16 => Dtype::F16,
         }
     }
 }

@@ -5,14 +5,14 @@
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use wgpu_mha::check::{Comparison, compare};
+use wgpu_mha::check::{Comparison, compare_as};
 use wgpu_mha::io::{FileTensor, TensorMap, read_safetensors, write_safetensors};
 use wgpu_mha::{
-    AttentionPath, Error, MhaConfig, MhaOptions, MhaWeights, MultiHeadAttention, Result,
+    AttentionPath, Dtype, Error, MhaConfig, MhaOptions, MhaWeights, MultiHeadAttention, Result,
     SdpaOptions, Tensor, reference, scaled_dot_product_attention,
 };
 
-use super::{CausalArg, DeviceArgs, Outcome};
+use super::{CausalArg, DeviceArgs, DtypeArg, Outcome};
 
 /// `--path auto|three-pass|fused`.
 #[derive(Clone, Copy, Debug, Default, clap::ValueEnum, PartialEq, Eq)]
@@ -60,7 +60,11 @@ pub struct MhaArgs {
     /// Which algorithm computes the attention core.
     #[arg(long, value_enum, default_value_t)]
     path: PathArg,
-    /// Compare with the CPU reference; exit 1 when out of tolerance.
+    /// Storage of inputs, weights and intermediates on the GPU (arithmetic is f32).
+    #[arg(long, value_enum, default_value_t)]
+    dtype: DtypeArg,
+    /// Compare with the CPU reference (run on the inputs as stored: rounded to f16 with
+    /// `--dtype f16`); exit 1 when out of tolerance.
     #[arg(long)]
     check: bool,
     /// Where to write `attn_output` (and `attn_output_weights`).
@@ -89,7 +93,11 @@ pub struct SdpaArgs {
     /// Which algorithm computes the attention core.
     #[arg(long, value_enum, default_value_t)]
     path: PathArg,
-    /// Compare with the CPU reference; exit 1 when out of tolerance.
+    /// Storage of inputs, weights and intermediates on the GPU (arithmetic is f32).
+    #[arg(long, value_enum, default_value_t)]
+    dtype: DtypeArg,
+    /// Compare with the CPU reference (run on the inputs as stored: rounded to f16 with
+    /// `--dtype f16`); exit 1 when out of tolerance.
     #[arg(long)]
     check: bool,
     /// Where to write `attn_output`.
@@ -147,17 +155,24 @@ fn report(what: &str, c: &Comparison) -> bool {
     c.passed()
 }
 
-/// Compares `got` with the reference and with the file's `expected_NAME`, if present.
-fn check_all(name: &str, got: &Tensor, reference: &Tensor, expected: &TensorMap) -> Result<bool> {
+/// Compares `got` with the reference and with the file's `expected_NAME`, if present, with
+/// the tolerance of `dtype` storage.
+fn check_all(
+    name: &str,
+    got: &Tensor,
+    reference: &Tensor,
+    expected: &TensorMap,
+    dtype: Dtype,
+) -> Result<bool> {
     let mut ok = report(
         &format!("{name} vs CPU reference"),
-        &compare(got, reference),
+        &compare_as(got, reference, dtype),
     );
     if let Some(e) = expected.get(&format!("expected_{name}")) {
         let e = e.clone().into_f32("expected")?;
         ok &= report(
             &format!("{name} vs expected_{name} in the file"),
-            &compare(got, &e),
+            &compare_as(got, &e, dtype),
         );
     }
     Ok(ok)
@@ -182,7 +197,8 @@ pub fn mha(device: &DeviceArgs, args: &MhaArgs) -> Result<Outcome> {
             value.as_ref().map_or(embed_dim, last_dim),
         )
         .with_bias(weights_map.contains_key(wgpu_mha::weights::names::IN_PROJ_BIAS))
-        .with_batch_first(args.batch_first);
+        .with_batch_first(args.batch_first)
+        .with_dtype(args.dtype.into());
     let weights = MhaWeights::from_tensors(&config, &weights_map, false)?;
     let opts = MhaOptions {
         key_padding_mask: key_padding_mask.as_ref(),
@@ -202,15 +218,24 @@ pub fn mha(device: &DeviceArgs, args: &MhaArgs) -> Result<Outcome> {
 
     let mut outcome = Outcome::Pass;
     if args.check {
-        let want = reference::mha_forward(&config, &weights, &query, key, value, &opts)?;
+        let dtype = config.dtype;
+        let want = reference::mha_forward(
+            &config,
+            &weights.rounded_to(dtype),
+            &query.rounded_to(dtype),
+            &key.rounded_to(dtype),
+            &value.rounded_to(dtype),
+            &opts,
+        )?;
         let mut ok = check_all(
             "attn_output",
             &out.attn_output,
             &want.attn_output,
             &expected,
+            dtype,
         )?;
         if let (Some(g), Some(w)) = (&out.attn_weights, &want.attn_weights) {
-            ok &= check_all("attn_output_weights", g, w, &expected)?;
+            ok &= check_all("attn_output_weights", g, w, &expected, dtype)?;
         }
         if !ok {
             outcome = Outcome::CheckFailed;
@@ -257,13 +282,20 @@ pub fn sdpa(device: &DeviceArgs, args: &SdpaArgs) -> Result<Outcome> {
         scale: args.scale,
         enable_gqa: args.enable_gqa,
         path: args.path.into(),
+        dtype: args.dtype.into(),
     };
     let gpu = device.open()?;
     let out = scaled_dot_product_attention(&gpu, &query, &key, &value, &opts)?;
     let mut outcome = Outcome::Pass;
     if args.check {
-        let want = reference::sdpa(&query, &key, &value, &opts)?;
-        if !check_all("attn_output", &out, &want, &expected)? {
+        let dtype = opts.dtype;
+        let want = reference::sdpa(
+            &query.rounded_to(dtype),
+            &key.rounded_to(dtype),
+            &value.rounded_to(dtype),
+            &opts,
+        )?;
+        if !check_all("attn_output", &out, &want, &expected, dtype)? {
             outcome = Outcome::CheckFailed;
         }
     }

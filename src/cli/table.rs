@@ -18,6 +18,7 @@ const COLUMNS: &[Column] = &[
     ("preset", |r| r.preset.clone()),
     ("path", |r| r.path.clone()),
     ("core", |r| r.core.clone()),
+    ("dtype", |r| r.dtype.clone()),
     ("shape", |r| r.shape_text()),
     ("first ms", |r| format!("{:.1}", r.first_ms)),
     ("median ms", |r| format!("{:.2}", r.median_ms)),
@@ -102,7 +103,7 @@ pub fn print(rows: &[Row]) {
         .map(|r| COLUMNS.iter().map(|(_, f)| f(r)).collect())
         .collect();
     println!();
-    render(&headers, &cells, 4);
+    render(&headers, &cells, 5);
     if let Some(r) = rows.first() {
         println!();
         println!(
@@ -112,6 +113,11 @@ pub fn print(rows: &[Row]) {
         println!(
             "GFLOP/s from the median: attention core 4·B·H·pairs·d (causal rows count only the visible pairs), plus 2·B·L·E² per projection on the mha path. vs CPU = CPU-reference time / median. check: |gpu − ref| ≤ 1e-5·max(1, max|ref|) + 1e-4·|ref|."
         );
+        if rows.iter().any(|r| r.dtype == "f16") {
+            println!(
+                "f16 rows: the reference runs on the inputs and weights rounded to f16 (what the GPU stores), and the check is |gpu − ref| ≤ 5e-3·max(1, max|ref|) + 5e-3·|ref| (the intermediates are stored in f16 too)."
+            );
+        }
     }
 }
 
@@ -131,7 +137,7 @@ pub fn print_passes(rows: &[Row]) {
     if kernels.is_empty() {
         return;
     }
-    let mut headers: Vec<String> = ["preset", "path", "core", "shape", "clock"]
+    let mut headers: Vec<String> = ["preset", "path", "core", "dtype", "shape", "clock"]
         .map(String::from)
         .to_vec();
     headers.extend(kernels.iter().map(|k| format!("{k} ms")));
@@ -143,6 +149,7 @@ pub fn print_passes(rows: &[Row]) {
                 r.preset.clone(),
                 r.path.clone(),
                 r.core.clone(),
+                r.dtype.clone(),
                 r.shape_text(),
                 match r.passes.first() {
                     Some(p) if p.clock == TIMESTAMP_CLOCK => "gpu timestamps".into(),
@@ -167,7 +174,7 @@ pub fn print_passes(rows: &[Row]) {
     println!(
         "per pass (median ms; every dispatch of that kernel in the forward, linear = both projections):"
     );
-    render(&headers, &cells, 5);
+    render(&headers, &cells, 6);
     println!();
     println!(
         "clock \"gpu timestamps\": {TIMESTAMP_CLOCK}, used when the adapter has timestamp queries and their total is within 0.6–1.05× the same run's wall clock (and no kernel reads 0); sum/fwd < 1 is then the host's share of a forward (recording, submit, wait)."
@@ -177,7 +184,10 @@ pub fn print_passes(rows: &[Row]) {
     );
     for r in rows {
         if r.timestamps != "sane" && !r.timestamps.is_empty() {
-            println!("timestamps for {} {}: {}", r.preset, r.path, r.timestamps);
+            println!(
+                "timestamps for {} {} {}: {}",
+                r.preset, r.path, r.dtype, r.timestamps
+            );
         }
     }
     if rows.iter().flat_map(|r| &r.passes).any(|p| p.near_empty) {
@@ -198,7 +208,7 @@ fn io_err(path: &Path, source: std::io::Error) -> Error {
 pub fn write_csv(path: &Path, rows: &[Row]) -> Result<()> {
     // Per-pass columns: one per kernel of the library ("" where the path does not run it).
     let mut text = String::from(
-        "preset,path,core,batch,seq,kv_seq,d_model,heads,kv_heads,causal,adapter,backend,crate_version,clock,first_ms,upload_ms,iters,median_ms,min_ms,max_ms,readback_ms,gflops,gpu_mib,cpu_ms,speedup,max_abs_err,max_rel_err,check,pass_clock,pass_runs,empty_submit_ms,pass_sum_ms,pass_near_empty",
+        "preset,path,core,dtype,batch,seq,kv_seq,d_model,heads,kv_heads,causal,adapter,backend,crate_version,clock,first_ms,upload_ms,iters,median_ms,min_ms,max_ms,readback_ms,gflops,gpu_mib,cpu_ms,speedup,max_abs_err,max_rel_err,check,pass_clock,pass_runs,empty_submit_ms,pass_sum_ms,pass_near_empty",
     );
     for k in KERNEL_NAMES {
         text += &format!(",pass_{k}_ms");
@@ -208,10 +218,11 @@ pub fn write_csv(path: &Path, rows: &[Row]) -> Result<()> {
     for r in rows {
         let s = &r.shape;
         text += &format!(
-            "{},{},{},{},{},{},{},{},{},{},\"{}\",{},{},\"{}\",{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{},{},{},{},\"{}\",{},{},\"{}\",{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
             r.preset,
             r.path,
             r.core,
+            r.dtype,
             s.batch,
             s.seq,
             s.kv_seq,
@@ -271,24 +282,23 @@ pub fn compare(old_path: &Path, rows: &[Row]) -> Result<()> {
         ))
     })?;
     println!("\ncompared with {}:", old_path.display());
-    println!(
-        "{:<14} {:<5} {:>12} {:>12} {:>10}",
-        "preset", "path", "old ms", "new ms", "new/old"
-    );
-    for r in rows {
-        if let Some(o) = old
-            .iter()
-            .find(|o| o.preset == r.preset && o.path == r.path && o.shape == r.shape)
-        {
-            println!(
-                "{:<14} {:<5} {:>12.2} {:>12.2} {:>10.3}",
-                r.preset,
-                r.path,
-                o.median_ms,
-                r.median_ms,
-                r.median_ms / o.median_ms
-            );
-        }
-    }
+    let headers = ["preset", "path", "dtype", "old ms", "new ms", "new/old"].map(String::from);
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .filter_map(|r| {
+            let o = old.iter().find(|o| {
+                o.preset == r.preset && o.path == r.path && o.dtype == r.dtype && o.shape == r.shape
+            })?;
+            Some(vec![
+                r.preset.clone(),
+                r.path.clone(),
+                r.dtype.clone(),
+                format!("{:.2}", o.median_ms),
+                format!("{:.2}", r.median_ms),
+                format!("{:.3}", r.median_ms / o.median_ms),
+            ])
+        })
+        .collect();
+    render(&headers, &cells, 3);
     Ok(())
 }

@@ -2,7 +2,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{Block, HeadView, Kernels};
+use super::{Block, HeadView, Kernel, Kernels};
 use crate::batch::Batch;
 use crate::problem::CoreDims;
 
@@ -21,15 +21,16 @@ pub(crate) struct Params {
     o: [u32; 4],
 }
 
-/// Records `out[block] = probs · V` for `block`.
+/// Records `out[block] = probs · V` for `block` with `kernel` (an `av` pipeline of the
+/// storage of V and O).
 pub(crate) fn record<'k>(
     batch: &mut Batch<'k>,
     kernels: &'k Kernels,
+    kernel: &'k Kernel,
     dims: &CoreDims,
     block: Block,
     probs: &wgpu::Buffer,
-    v: &HeadView,
-    out: &HeadView,
+    (v, out): (&HeadView, &HeadView),
 ) {
     let params = Params {
         rows: block.rows,
@@ -50,5 +51,5 @@ pub(crate) fn record<'k>(
             .div_ceil(super::av_tiles(&kernels.tiles).tile_rows()),
         block.batch_count * dims.heads_q as u32,
     ];
-    batch.dispatch(&kernels.av, &params, &[probs, v.buffer, out.buffer], groups);
+    batch.dispatch(kernel, &params, &[probs, v.buffer, out.buffer], groups);
 }

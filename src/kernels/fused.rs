@@ -7,7 +7,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{HeadView, Kernel, Kernels, mask_params, source};
+use super::{HeadView, Kernel, Kernels, Storage, mask_params, shader_source};
 use crate::attention::Core;
 use crate::batch::Batch;
 use crate::error::{Error, Result};
@@ -169,17 +169,12 @@ impl Variant {
     }
 }
 
-/// The fused kernel's source: float helpers, head indexing, then the kernel.
-pub(crate) fn shader_source() -> String {
-    [source::FLOAT, source::HEADS, source::FUSED].concat()
-}
-
-/// Builds the pipeline of one class.
-pub(crate) fn build(device: &wgpu::Device, variant: Variant) -> Kernel {
+/// Builds the pipeline of one class and storage.
+pub(crate) fn build(device: &wgpu::Device, variant: Variant, storage: Storage) -> Kernel {
     Kernel::new(
         device,
         "fused",
-        &shader_source(),
+        &shader_source("fused", storage).expect("known kernel"),
         size_of::<Params>(),
         &[true, true, true, true, true, false],
         &[

@@ -2,7 +2,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::Kernels;
+use super::{Kernel, Kernels};
 use crate::batch::Batch;
 
 #[repr(C)]
@@ -41,8 +41,13 @@ pub(crate) struct Linear<'a> {
     pub y_row_stride: u32,
 }
 
-/// Records one launch.
-pub(crate) fn record<'k>(batch: &mut Batch<'k>, kernels: &'k Kernels, l: &Linear) {
+/// Records one launch of `kernel` (a `linear` pipeline of the operands' storage).
+pub(crate) fn record<'k>(
+    batch: &mut Batch<'k>,
+    kernels: &'k Kernels,
+    kernel: &'k Kernel,
+    l: &Linear,
+) {
     let params = Params {
         rows: l.rows,
         cols: l.cols,
@@ -63,7 +68,7 @@ pub(crate) fn record<'k>(batch: &mut Batch<'k>, kernels: &'k Kernels, l: &Linear
         1,
     ];
     batch.dispatch(
-        &kernels.linear,
+        kernel,
         &params,
         &[l.x.buffer, l.w.buffer, bias, l.y.buffer],
         groups,

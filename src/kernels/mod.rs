@@ -11,13 +11,18 @@ pub(crate) mod linear;
 pub(crate) mod qk;
 pub(crate) mod softmax;
 
+pub use crate::options::Dtype;
 pub use crate::tuning::{GemmTiles, Tuning, av_tiles};
 
-/// WGSL sources. Kernels are compositions: float helpers (`float.wgsl`), for the matrix
-/// products the shared tiled core (`gemm_tile.wgsl`), the head indexing of attention
-/// (`heads.wgsl`), and the kernel itself, which supplies the loads and the epilogue. WGSL has
-/// no include; concatenation is it.
+/// WGSL sources. Kernels are compositions: for kernels with operands a storage prelude
+/// (`storage_*.wgsl`: the element types of operands and result), float helpers
+/// (`float.wgsl`), for the matrix products the shared tiled core (`gemm_tile.wgsl`), the head
+/// indexing of attention (`heads.wgsl`), and the kernel itself, which supplies the loads and
+/// the epilogue. WGSL has no include; concatenation is it.
 mod source {
+    pub const STORAGE_F32: &str = include_str!("../../shaders/storage_f32.wgsl");
+    pub const STORAGE_F16: &str = include_str!("../../shaders/storage_f16.wgsl");
+    pub const STORAGE_F16_OUT_F32: &str = include_str!("../../shaders/storage_f16_out_f32.wgsl");
     pub const FLOAT: &str = include_str!("../../shaders/float.wgsl");
     pub const GEMM_TILE: &str = include_str!("../../shaders/gemm_tile.wgsl");
     pub const HEADS: &str = include_str!("../../shaders/heads.wgsl");
@@ -29,26 +34,98 @@ mod source {
     pub const FUSED: &str = include_str!("../../shaders/fused.wgsl");
 }
 
-/// Every kernel's complete WGSL source, by name, as handed to the device (for validation
-/// with naga in the tests, and for anyone reading what runs).
+/// How a kernel with operands stores them (`Elem` in WGSL) and its result (`Out`).
+/// Arithmetic is f32 in every case.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Storage {
+    /// f32 operands and result.
+    F32,
+    /// f16 operands and result: the kernels inside an f16 forward.
+    F16,
+    /// f16 operands, f32 result: the kernel that ends an f16 forward.
+    F16ToF32,
+}
+
+impl Storage {
+    pub const ALL: [Storage; 3] = [Storage::F32, Storage::F16, Storage::F16ToF32];
+
+    /// A kernel whose result stays inside a forward stored as `dtype`.
+    pub fn inner(dtype: Dtype) -> Self {
+        match dtype {
+            Dtype::F32 => Storage::F32,
+            Dtype::F16 => Storage::F16,
+        }
+    }
+
+    /// A kernel whose result is a forward's f32 output.
+    pub fn last(dtype: Dtype) -> Self {
+        match dtype {
+            Dtype::F32 => Storage::F32,
+            Dtype::F16 => Storage::F16ToF32,
+        }
+    }
+
+    /// The storage dtype of the operands.
+    pub fn operands(self) -> Dtype {
+        match self {
+            Storage::F32 => Dtype::F32,
+            Storage::F16 | Storage::F16ToF32 => Dtype::F16,
+        }
+    }
+
+    fn prelude(self) -> &'static str {
+        match self {
+            Storage::F32 => source::STORAGE_F32,
+            Storage::F16 => source::STORAGE_F16,
+            Storage::F16ToF32 => source::STORAGE_F16_OUT_F32,
+        }
+    }
+}
+
+/// The kernels whose operands have a storage type.
+pub const STORED_KERNELS: [&str; 4] = ["linear", "qk", "av", "fused"];
+
+/// The complete WGSL source of kernel `name` (one of [`KERNEL_NAMES`]) as handed to the
+/// device; `storage` applies to the kernels of [`STORED_KERNELS`] and is ignored by the rest.
+pub fn shader_source(name: &str, storage: Storage) -> Option<String> {
+    let prelude = storage.prelude();
+    Some(match name {
+        "linear" => [prelude, source::FLOAT, source::GEMM_TILE, source::LINEAR].concat(),
+        "qk" => [
+            prelude,
+            source::FLOAT,
+            source::GEMM_TILE,
+            source::HEADS,
+            source::QK,
+        ]
+        .concat(),
+        "av" => [
+            prelude,
+            source::FLOAT,
+            source::GEMM_TILE,
+            source::HEADS,
+            source::AV,
+        ]
+        .concat(),
+        "softmax" => [source::FLOAT, source::SOFTMAX].concat(),
+        "head_mean" => source::HEAD_MEAN.to_string(),
+        "fused" => [prelude, source::FLOAT, source::HEADS, source::FUSED].concat(),
+        _ => return None,
+    })
+}
+
+/// Every kernel's complete WGSL source with f32 storage, by name, as handed to the device
+/// (for validation with naga in the tests, and for anyone reading what runs).
 pub fn shader_sources() -> Vec<(&'static str, String)> {
-    vec![
-        (
-            "linear",
-            [source::FLOAT, source::GEMM_TILE, source::LINEAR].concat(),
-        ),
-        (
-            "qk",
-            [source::FLOAT, source::GEMM_TILE, source::HEADS, source::QK].concat(),
-        ),
-        (
-            "av",
-            [source::FLOAT, source::GEMM_TILE, source::HEADS, source::AV].concat(),
-        ),
-        ("softmax", [source::FLOAT, source::SOFTMAX].concat()),
-        ("head_mean", source::HEAD_MEAN.to_string()),
-        ("fused", fused::shader_source()),
-    ]
+    ["linear", "qk", "av", "softmax", "head_mean", "fused"]
+        .into_iter()
+        .map(|name| {
+            (
+                name,
+                shader_source(name, Storage::F32).expect("known kernel"),
+            )
+        })
+        .collect()
 }
 
 /// Names of the kernels, in the order a forward runs them;
@@ -173,67 +250,114 @@ impl Kernel {
     }
 }
 
-/// Every pipeline of the crate, built once per device.
+/// The matrix-product pipelines of one storage dtype.
+pub(crate) struct Matmuls {
+    /// Linear layer whose result stays in the storage dtype (the in-projections).
+    pub linear: Kernel,
+    /// Linear layer with an f32 result (the out-projection).
+    pub linear_last: Kernel,
+    pub qk: Kernel,
+    /// P·V into the storage dtype (MHA's attention output, read by the out-projection).
+    pub av: Kernel,
+    /// P·V into f32 (SDPA's output).
+    pub av_last: Kernel,
+}
+
+impl Matmuls {
+    fn build(device: &wgpu::Device, tiles: &GemmTiles, dtype: Dtype) -> Self {
+        let gemm = gemm_constants(tiles);
+        let av = gemm_constants(&av_tiles(tiles));
+        let linear = |storage| {
+            Kernel::new(
+                device,
+                "linear",
+                &shader_source("linear", storage).expect("known kernel"),
+                size_of::<linear::Params>(),
+                &[true, true, true, false],
+                &gemm,
+            )
+        };
+        let av_kernel = |storage| {
+            Kernel::new(
+                device,
+                "av",
+                &shader_source("av", storage).expect("known kernel"),
+                size_of::<av::Params>(),
+                &[true, true, false],
+                &av,
+            )
+        };
+        let (inner, last) = (Storage::inner(dtype), Storage::last(dtype));
+        let linear_inner = linear(inner);
+        let av_inner = av_kernel(inner);
+        Self {
+            linear_last: if last == inner {
+                linear_inner.clone()
+            } else {
+                linear(last)
+            },
+            linear: linear_inner,
+            qk: Kernel::new(
+                device,
+                "qk",
+                &shader_source("qk", inner).expect("known kernel"),
+                size_of::<qk::Params>(),
+                &[true, true, true, true, false],
+                &gemm,
+            ),
+            av_last: if last == inner {
+                av_inner.clone()
+            } else {
+                av_kernel(last)
+            },
+            av: av_inner,
+        }
+    }
+
+    /// The P·V pipeline that writes `storage`'s result type.
+    pub fn av_for(&self, storage: Storage) -> &Kernel {
+        match storage {
+            Storage::F16ToF32 => &self.av_last,
+            Storage::F32 | Storage::F16 => &self.av,
+        }
+    }
+}
+
+/// Every pipeline of the crate, built once per device: the f32 ones when the device is
+/// opened, the f16 ones and each fused class on first use.
 pub(crate) struct Kernels {
     pub tuning: Tuning,
     pub tiles: GemmTiles,
-    pub linear: Kernel,
-    pub qk: Kernel,
     pub softmax: Kernel,
-    pub av: Kernel,
     pub head_mean: Kernel,
     /// Bound where an optional input (bias, mask) is absent.
     pub placeholder: wgpu::Buffer,
-    /// Fused-attention pipelines, one per head-size class, built on first use.
-    fused: std::sync::Mutex<std::collections::HashMap<fused::Variant, Kernel>>,
+    f32: Matmuls,
+    f16: std::sync::OnceLock<Matmuls>,
+    /// Fused-attention pipelines, one per head-size class and storage, built on first use.
+    fused: std::sync::Mutex<std::collections::HashMap<(fused::Variant, Storage), Kernel>>,
 }
 
 impl Kernels {
     pub fn new(device: &wgpu::Device, tuning: Tuning) -> crate::Result<Self> {
         tuning.check(&device.limits())?;
         let tiles = tuning.gemm;
-        let sources: std::collections::HashMap<_, _> = shader_sources().into_iter().collect();
-        let gemm = gemm_constants(&tiles);
-        let softmax_wg = [("WG", tuning.softmax_wg as f64)];
+        let source = |name| shader_source(name, Storage::F32).expect("known kernel");
         Ok(Self {
             tuning,
             tiles,
-            linear: Kernel::new(
-                device,
-                "linear",
-                &sources["linear"],
-                size_of::<linear::Params>(),
-                &[true, true, true, false],
-                &gemm,
-            ),
-            qk: Kernel::new(
-                device,
-                "qk",
-                &sources["qk"],
-                size_of::<qk::Params>(),
-                &[true, true, true, true, false],
-                &gemm,
-            ),
             softmax: Kernel::new(
                 device,
                 "softmax",
-                &sources["softmax"],
+                &source("softmax"),
                 size_of::<softmax::Params>(),
                 &[false],
-                &softmax_wg,
-            ),
-            av: Kernel::new(
-                device,
-                "av",
-                &sources["av"],
-                size_of::<av::Params>(),
-                &[true, true, false],
-                &gemm_constants(&av_tiles(&tiles)),
+                &[("WG", tuning.softmax_wg as f64)],
             ),
             head_mean: Kernel::new(
                 device,
                 "head_mean",
-                &sources["head_mean"],
+                &source("head_mean"),
                 size_of::<head_mean::Params>(),
                 &[true, false],
                 &[],
@@ -244,22 +368,37 @@ impl Kernels {
                 usage: wgpu::BufferUsages::STORAGE,
                 mapped_at_creation: false,
             }),
+            f32: Matmuls::build(device, &tiles, Dtype::F32),
+            f16: Default::default(),
             fused: Default::default(),
         })
     }
 
-    /// The fused pipeline of `variant` (checked against `limits`), built once per device.
+    /// The matrix-product pipelines for `dtype` storage (the device must grant it: checked by
+    /// the caller), built once per device.
+    pub fn matmuls(&self, device: &wgpu::Device, dtype: Dtype) -> &Matmuls {
+        match dtype {
+            Dtype::F32 => &self.f32,
+            Dtype::F16 => self
+                .f16
+                .get_or_init(|| Matmuls::build(device, &self.tiles, Dtype::F16)),
+        }
+    }
+
+    /// The fused pipeline of `variant` with `storage` (checked against `limits`), built once
+    /// per device.
     pub fn fused(
         &self,
         device: &wgpu::Device,
         limits: &wgpu::Limits,
         variant: fused::Variant,
+        storage: Storage,
     ) -> crate::Result<Kernel> {
         variant.check(limits)?;
         let mut cache = self.fused.lock().unwrap_or_else(|e| e.into_inner());
         Ok(cache
-            .entry(variant)
-            .or_insert_with(|| fused::build(device, variant))
+            .entry((variant, storage))
+            .or_insert_with(|| fused::build(device, variant, storage))
             .clone())
     }
 }

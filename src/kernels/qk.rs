@@ -2,7 +2,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{Block, HeadView, Kernels, MaskBinding, mask_params};
+use super::{Block, HeadView, Kernel, Kernels, MaskBinding, mask_params};
 use crate::batch::Batch;
 use crate::problem::CoreDims;
 
@@ -41,10 +41,12 @@ pub(crate) struct Scores<'a> {
     pub masks: [Option<MaskBinding<'a>>; 2],
 }
 
-/// Records the scores of `block` into `scores` (`[batch_count·H, rows, S]`).
+/// Records the scores of `block` into `scores` (`[batch_count·H, rows, S]`) with `kernel` (a
+/// `qk` pipeline of the storage of Q and K).
 pub(crate) fn record<'k>(
     batch: &mut Batch<'k>,
     kernels: &'k Kernels,
+    kernel: &'k Kernel,
     s: &Scores,
     block: Block,
     scores: &wgpu::Buffer,
@@ -75,7 +77,7 @@ pub(crate) fn record<'k>(
         block.batch_count * d.heads_q as u32,
     ];
     batch.dispatch(
-        &kernels.qk,
+        kernel,
         &params,
         &[s.q.buffer, s.k.buffer, mask(0), mask(1), scores],
         groups,
