@@ -17,7 +17,15 @@
 //      invocation owns a 4 × 8 block of O (rows × value columns) in registers, rescales it
 //      and adds P·V for the block — three vec4 reads feed thirty-two multiply-adds.
 // Key blocks wholly past the causal limit of every row of the query block are never
-// visited. Rows that see no key at all end with l = 0 and are written as zeros; rows with a
+// visited.
+//
+// Split keys (flash-decoding), for calls with too few query blocks × heads to fill the
+// device: `mode` 1 gives workgroup (x, y, z) only the keys y·split_len .. (y+1)·split_len
+// and writes its unnormalised output rows and their (max, sum, poisoned) statistics to
+// `partial`; fused_combine.wgsl merges the splits. A split that met a non-finite value
+// flags its query block, since whether that value's key counts (probability ≥ f32's
+// smallest normal) depends on the row's global maximum: mode 2 then recomputes just the
+// flagged blocks whole, and the combine leaves them alone. Mode 0 is the whole kernel. Rows that see no key at all end with l = 0 and are written as zeros; rows with a
 // NaN or +inf score are written as NaN; a key of probability 0 contributes nothing even
 // when its value is not finite — the same rules as the three-pass path and the reference.
 // A storage prelude (storage_*.wgsl) names the element types of Q/K/V (`Elem`) and of O
@@ -38,7 +46,7 @@ struct Params {
     heads_q: u32,
     group: u32,
     flags: u32,         // bit 0: mask0, bit 1: mask1, bit 2: causal
-    _pad0: u32,
+    splits: u32,        // key splits (1: none)
     q_offset: u32,
     q_stride_b: u32,
     q_stride_h: u32,
@@ -57,8 +65,8 @@ struct Params {
     o_stride_l: u32,
     scale: f32,
     causal_offset: i32,
-    _pad1: u32,
-    _pad2: u32,
+    split_len: u32,     // keys per split, a multiple of BC
+    mode: u32,          // 0: whole, 1: one split into `partial`, 2: flagged blocks whole
     mask0_stride_b: u32,
     mask0_stride_h: u32,
     mask0_stride_l: u32,
@@ -76,6 +84,8 @@ struct Params {
 @group(0) @binding(4) var<storage, read> mask0: array<f32>;
 @group(0) @binding(5) var<storage, read> mask1: array<f32>;
 @group(0) @binding(6) var<storage, read_write> o: array<Out>;
+// Modes 1 and 2 (layout in partial_* below); a placeholder in mode 0.
+@group(0) @binding(7) var<storage, read_write> partial: array<f32>;
 
 var<workgroup> q_tile: array<vec4<f32>, 4 * WG_Y * D_VEC>; // [row][i / 4], pre-scaled
 var<workgroup> p_tile: array<vec4<f32>, BC * WG_Y>;  // [key][row / 4]
@@ -93,6 +103,25 @@ var<workgroup> part_bad: array<u32, WG_X * WG_Y>;
 // Set when the staged block of values holds a non-finite element (phase C then takes the
 // careful route that keeps probability-0 keys out).
 var<workgroup> values_nonfinite: atomic<u32>;
+// Set when any staged block of values held one (mode 1 flags its query block).
+var<workgroup> any_nonfinite: atomic<u32>;
+// Mode 2: whether some split flagged this query block.
+var<workgroup> recompute: u32;
+
+// Layout of `partial` for S splits, Z = batch·heads, L query rows, RB query blocks:
+// unnormalised outputs [S, Z, L, dv], then statistics [S, Z, L, 3] (max, sum, poisoned),
+// then flags [S, Z, RB] (1.0: the split met a non-finite value).
+fn partial_out(split: u32, z: u32, l: u32, zs: u32) -> u32 {
+    return ((split * zs + z) * p.rows + l) * p.depth_v;
+}
+
+fn partial_stats(split: u32, z: u32, l: u32, zs: u32) -> u32 {
+    return p.splits * zs * p.rows * p.depth_v + ((split * zs + z) * p.rows + l) * 3u;
+}
+
+fn partial_flag(split: u32, z: u32, block: u32, zs: u32, blocks: u32) -> u32 {
+    return p.splits * zs * p.rows * (p.depth_v + 3u) + (split * zs + z) * blocks + block;
+}
 
 // Four consecutive elements from `at` of K or V, of which the first `n` exist.
 fn key4(at: u32, n: u32) -> vec4<f32> {
@@ -137,6 +166,7 @@ fn stage_kv(t: u32, base: u32, s0: u32, values: bool) {
                 x = value4(at, width - i);
                 if !all_finite(x) {
                     atomicOr(&values_nonfinite, 1u);
+                    atomicOr(&any_nonfinite, 1u);
                 }
             } else {
                 x = key4(at, width - i);
@@ -149,9 +179,25 @@ fn stage_kv(t: u32, base: u32, s0: u32, values: bool) {
 @compute @workgroup_size(WG_X, WG_Y, 1)
 fn main(
     @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
     @builtin(local_invocation_id) lid: vec3<u32>,
     @builtin(local_invocation_index) t: u32,
 ) {
+    // Mode 2 recomputes only the query blocks some split flagged.
+    if p.mode == 2u {
+        if t == 0u {
+            var flagged = 0u;
+            for (var split = 0u; split < p.splits; split++) {
+                if partial[partial_flag(split, wg.z, wg.x, groups.z, groups.x)] != 0.0 {
+                    flagged = 1u;
+                }
+            }
+            recompute = flagged;
+        }
+        if workgroupUniformLoad(&recompute) == 0u {
+            return;
+        }
+    }
     let invocations = WG_X * WG_Y;
     let br = 4u * WG_Y;
     let hd = head_of(wg.z, 0u, p.heads_q, p.group);
@@ -180,6 +226,9 @@ fn main(
         row_sum[r] = 0.0;
         row_bad[r] = 0u;
     }
+    if t == 0u {
+        atomicStore(&any_nonfinite, 0u);
+    }
     workgroupBarrier();
 
     // Keys past the causal limit of the block's last row are never visited.
@@ -188,6 +237,12 @@ fn main(
     if causal {
         let last_visible = i32(min(l0 + br, p.rows)) - 1 + p.causal_offset;
         kv_end = u32(clamp(last_visible + 1, 0, i32(p.cols)));
+    }
+    // Mode 1: this workgroup's split of the keys (empty past the causal limit).
+    var kv_begin = 0u;
+    if p.mode == 1u {
+        kv_begin = min(wg.y * p.split_len, kv_end);
+        kv_end = min(kv_begin + p.split_len, kv_end);
     }
 
     // Phase B: invocation t takes `keys_per_part` keys of row t / parts.
@@ -200,7 +255,7 @@ fn main(
 
     // Output rows lid.y·4 + r, columns lid.x·8 + 4h .. +4 live in acc[2r + h].
     var acc: array<vec4<f32>, 8>;
-    for (var s0 = 0u; s0 < kv_end; s0 += BC) {
+    for (var s0 = kv_begin; s0 < kv_end; s0 += BC) {
         // A. Scores of 4 × 4 micro-tiles, from the staged keys (zeros past the end, masked
         // to -inf below).
         stage_kv(t, k_base, s0, false);
@@ -350,6 +405,35 @@ fn main(
             row_bad[t] = next_bad[t];
         }
         workgroupBarrier();
+    }
+
+    // Mode 1: the split's unnormalised rows and statistics, and its flag.
+    if p.mode == 1u {
+        for (var r = 0u; r < 4u; r++) {
+            let row = lid.y * 4u + r;
+            let l = l0 + row;
+            if l >= p.rows {
+                break;
+            }
+            let at = partial_out(wg.y, wg.z, l, groups.z);
+            for (var c = 0u; c < 8u; c++) {
+                let j = lid.x * 8u + c;
+                if j < p.depth_v {
+                    partial[at + j] = acc[2u * r + c / 4u][c % 4u];
+                }
+            }
+            if lid.x == 0u {
+                let st = partial_stats(wg.y, wg.z, l, groups.z);
+                partial[st] = row_max[row];
+                partial[st + 1u] = row_sum[row];
+                partial[st + 2u] = f32(row_bad[row]);
+            }
+        }
+        if t == 0u {
+            let flag = partial_flag(wg.y, wg.z, wg.x, groups.z, groups.x);
+            partial[flag] = f32(atomicLoad(&any_nonfinite));
+        }
+        return;
     }
 
     // Normalise; a row that saw nothing (sum 0) is written as zeros.

@@ -146,10 +146,15 @@ impl Workspace {
 }
 
 /// How one prepared call computes its attention core, with what that needs: the three-pass
-/// path's scratch buffers, or the fused path's pipeline.
+/// path's scratch buffers, or the fused path's pipeline (and, when its keys are split, the
+/// split's buffer and merge).
 pub(crate) enum CorePlan {
     ThreePass(Workspace),
-    Fused(Kernel, fused::Variant),
+    Fused {
+        kernel: Kernel,
+        variant: fused::Variant,
+        split: Option<fused::Split>,
+    },
 }
 
 /// What a core plan is made for: the attention weights (`Some(averaged)` when the caller
@@ -180,10 +185,37 @@ impl CorePlan {
                 &limits,
                 gpu.kernels().tuning.fused_block,
             )?;
-            let kernel = gpu
-                .kernels()
-                .fused(gpu.device(), &limits, variant, storage)?;
-            Ok(CorePlan::Fused(kernel, variant))
+            let kernels = gpu.kernels();
+            let kernel = kernels.fused(gpu.device(), &limits, variant, storage)?;
+            let heads = dims.batch * dims.heads_q;
+            let target = kernels.tuning.fused_split_groups;
+            let mut splits = fused::Split::count(&variant, dims.len_q, dims.len_kv, heads, target);
+            let blocks = (dims.len_q as u32).div_ceil(variant.rows());
+            let partial_len = |splits| {
+                fused::Split::partial_len(splits, dims.len_q, dims.head_dim_v, heads, blocks)
+            };
+            // Splits multiply the partial buffer: never past one binding.
+            while splits > 1
+                && bytes_of_f32(partial_len(splits)) > limits.max_storage_buffer_binding_size
+            {
+                splits /= 2;
+            }
+            let split = (splits > 1).then(|| {
+                let key_blocks = (dims.len_kv as u32).div_ceil(variant.bc);
+                let split_len = key_blocks.div_ceil(splits) * variant.bc;
+                let splits = (dims.len_kv as u32).div_ceil(split_len);
+                fused::Split {
+                    splits,
+                    split_len,
+                    partial: buffer::storage(gpu, "wgpu-mha fused splits", partial_len(splits)),
+                    combine: kernels.fused_combine(gpu.device(), storage),
+                }
+            });
+            Ok(CorePlan::Fused {
+                kernel,
+                variant,
+                split,
+            })
         };
         let three_pass =
             || Workspace::new(gpu, dims, weights == Some(true)).map(CorePlan::ThreePass);
@@ -218,7 +250,18 @@ impl CorePlan {
     pub fn path(&self) -> AttentionPath {
         match self {
             CorePlan::ThreePass(_) => AttentionPath::ThreePass,
-            CorePlan::Fused(..) => AttentionPath::Fused,
+            CorePlan::Fused { .. } => AttentionPath::Fused,
+        }
+    }
+
+    /// Into how many runs of keys the fused kernel splits each row (1: not split, and for the
+    /// three-pass path).
+    pub fn key_splits(&self) -> u32 {
+        match self {
+            CorePlan::Fused {
+                split: Some(split), ..
+            } => split.splits,
+            _ => 1,
         }
     }
 
@@ -226,7 +269,7 @@ impl CorePlan {
     pub fn bytes(&self) -> u64 {
         match self {
             CorePlan::ThreePass(ws) => ws.bytes(),
-            CorePlan::Fused(..) => 0,
+            CorePlan::Fused { split, .. } => split.as_ref().map_or(0, |s| s.partial.size()),
         }
     }
 }
@@ -244,14 +287,25 @@ pub(crate) fn record_core<'k>(
         .causal
         .map(|c| c.offset(dims.len_q, dims.len_kv) as i32);
     let ws = match plan {
-        CorePlan::Fused(kernel, variant) => {
+        CorePlan::Fused {
+            kernel,
+            variant,
+            split,
+        } => {
             if core.weights.is_some() {
                 return Err(Error::Config(
                     "the fused path cannot return attention weights".into(),
                 ));
             }
             check_grid("batch × heads", dims.batch * dims.heads_q)?;
-            fused::record(batch, kernels, (kernel, *variant), core, causal_offset);
+            fused::record(
+                batch,
+                kernels,
+                (kernel, *variant),
+                split.as_ref(),
+                core,
+                causal_offset,
+            );
             return Ok(());
         }
         CorePlan::ThreePass(ws) => ws,

@@ -371,6 +371,13 @@ impl PreparedMha<'_> {
         self.plan.path()
     }
 
+    /// Into how many runs of keys the fused kernel splits each query row, so that a call
+    /// with few query rows still fills the device (1: not split; the three-pass path never
+    /// splits). Set by [`Tuning::fused_split_groups`](crate::Tuning::fused_split_groups).
+    pub fn key_splits(&self) -> u32 {
+        self.plan.key_splits()
+    }
+
     /// The attention weights buffer, when the forward was prepared with `need_weights`.
     pub fn weights_buffer(&self) -> Option<&wgpu::Buffer> {
         self.weights.as_ref()

@@ -132,6 +132,13 @@ impl PreparedSdpa {
         self.plan.path()
     }
 
+    /// Into how many runs of keys the fused kernel splits each query row, so that a call
+    /// with few query rows still fills the device (1: not split; the three-pass path never
+    /// splits). Set by [`Tuning::fused_split_groups`](crate::Tuning::fused_split_groups).
+    pub fn key_splits(&self) -> u32 {
+        self.plan.key_splits()
+    }
+
     /// How query, key and value are stored on the GPU.
     pub fn dtype(&self) -> Dtype {
         self.dtype

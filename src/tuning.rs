@@ -69,6 +69,12 @@ pub struct Tuning {
     /// there) and where its score blocks do not fit.
     #[serde(default = "prefer_fused_default")]
     pub prefer_fused: bool,
+    /// The fused kernel splits a call's keys among workgroups (flash-decoding) when its query
+    /// blocks × heads are fewer than this, aiming at about this many workgroups; 0: never.
+    /// A decode step has one query block per head: 32 workgroups for 32 heads cannot fill a
+    /// GPU, while a CPU adapter's few cores are busy with them.
+    #[serde(default)]
+    pub fused_split_groups: u32,
 }
 
 fn prefer_fused_default() -> bool {
@@ -88,6 +94,7 @@ impl Default for Tuning {
             softmax_wg: 128,
             fused_block: None,
             prefer_fused: true,
+            fused_split_groups: 0,
         }
     }
 }
@@ -96,13 +103,15 @@ impl Tuning {
     /// The defaults for a device type. On a CPU adapter (lavapipe, measured) the three-pass
     /// core beat the fused kernel on full attention (`Auto` prefers it there), and softmax
     /// rows ran fastest on 8 invocations — one SIMD batch of lavapipe's (a row of 512 scores:
-    /// 10.6 ms at 8, 21 ms at 64, per bert-base pass); GPUs get the fused kernel and 128.
+    /// 10.6 ms at 8, 21 ms at 64, per bert-base pass), and splitting keys buys nothing on two
+    /// cores; GPUs get the fused kernel, 128, and key splits up to 1024 workgroups.
     /// `wgpu-mha tune` measures an adapter's own.
     pub fn for_device_type(device_type: wgpu::DeviceType) -> Self {
         let cpu = device_type == wgpu::DeviceType::Cpu;
         Self {
             prefer_fused: !cpu,
             softmax_wg: if cpu { 8 } else { 128 },
+            fused_split_groups: if cpu { 0 } else { 1024 },
             ..Self::default()
         }
     }

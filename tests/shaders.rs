@@ -10,7 +10,15 @@ fn every_shader_parses_and_validates() {
     let names: Vec<_> = sources.iter().map(|(n, _)| *n).collect();
     assert_eq!(
         names,
-        ["linear", "qk", "av", "softmax", "head_mean", "fused"]
+        [
+            "linear",
+            "qk",
+            "av",
+            "softmax",
+            "head_mean",
+            "fused",
+            "fused_combine"
+        ]
     );
     for (name, source) in sources {
         let module = validate(name, &source);

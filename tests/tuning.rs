@@ -16,18 +16,21 @@ fn tunings() -> Vec<Tuning> {
             softmax_wg: 64,
             fused_block: Some((16, 16)),
             prefer_fused: true,
+            fused_split_groups: 1 << 16,
         },
         Tuning {
             gemm: gemm(16, 8, 32),
             softmax_wg: 256,
             fused_block: Some((64, 16)),
             prefer_fused: false,
+            fused_split_groups: 0,
         },
         Tuning {
             gemm: gemm(4, 16, 8),
             softmax_wg: 32,
             fused_block: Some((16, 8)),
             prefer_fused: true,
+            fused_split_groups: 256,
         },
         Tuning {
             fused_block: Some((32, 32)),

@@ -37,6 +37,9 @@ const GEMM_CANDIDATES: [(u32, u32, u32); 8] = [
 
 const SOFTMAX_CANDIDATES: [u32; 6] = [8, 16, 32, 64, 128, 256];
 
+/// Workgroups the fused kernel aims at by splitting keys (0: never split).
+const SPLIT_CANDIDATES: [u32; 4] = [0, 256, 1024, 4096];
+
 /// Deterministic, non-zero inputs.
 fn tensor(shape: &[usize], seed: u32) -> Tensor {
     let n: usize = shape.iter().product();
@@ -78,10 +81,21 @@ fn time_gemm(gpu: &Gpu, runs: usize) -> Result<f64> {
 
 /// SDPA over 8 heads of 256 × 256, head size 64, on `path` (`kernel` alone if given).
 fn time_sdpa(gpu: &Gpu, path: AttentionPath, kernel: Option<&str>, runs: usize) -> Result<f64> {
+    time_sdpa_shape(gpu, [1, 8, 256, 256, 64], path, kernel, runs)
+}
+
+/// SDPA of shape `[batch, heads, L, S, d]` on `path` (`kernel` alone if given).
+fn time_sdpa_shape(
+    gpu: &Gpu,
+    [b, h, l, s, d]: [usize; 5],
+    path: AttentionPath,
+    kernel: Option<&str>,
+    runs: usize,
+) -> Result<f64> {
     let (q, k, v) = (
-        tensor(&[1, 8, 256, 64], 1),
-        tensor(&[1, 8, 256, 64], 2),
-        tensor(&[1, 8, 256, 64], 3),
+        tensor(&[b, h, l, d], 1),
+        tensor(&[b, h, s, d], 2),
+        tensor(&[b, h, s, d], 3),
     );
     let opts = SdpaOptions {
         path,
@@ -179,6 +193,30 @@ pub fn run(device: &DeviceArgs, args: &TuneArgs) -> Result<Outcome> {
         },
     );
 
+    // Key splits pay where a call has few query blocks: a decode step (the bench's preset).
+    let fused_split_groups = pick(
+        "fused key splits (target workgroups; 0: never) — SDPA decode B1 H32 L1 S4096 d128",
+        SPLIT_CANDIDATES,
+        |target| {
+            let tuning = Tuning {
+                gemm,
+                softmax_wg,
+                fused_block,
+                fused_split_groups: target,
+                ..base
+            };
+            let shape = [1, 32, 1, 4096, 128];
+            time_sdpa_shape(
+                &open(device, tuning)?,
+                shape,
+                AttentionPath::Fused,
+                None,
+                args.runs,
+            )
+        },
+    )
+    .unwrap_or(base.fused_split_groups);
+
     // Which core Auto should run here: the tuned fused kernel against the tuned three passes.
     let core = pick(
         "attention core for AttentionPath::Auto — SDPA B1 H8 L256 d64",
@@ -189,6 +227,7 @@ pub fn run(device: &DeviceArgs, args: &TuneArgs) -> Result<Outcome> {
                 softmax_wg,
                 fused_block,
                 prefer_fused: true,
+                fused_split_groups,
             };
             time_sdpa(&open(device, tuning)?, path, None, args.runs)
         },
@@ -198,6 +237,7 @@ pub fn run(device: &DeviceArgs, args: &TuneArgs) -> Result<Outcome> {
         softmax_wg,
         fused_block,
         prefer_fused: core != Some(AttentionPath::ThreePass),
+        fused_split_groups,
     };
     println!(
         "\ntuned: {tuned:?} (in {:.1} s)",

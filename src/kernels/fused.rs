@@ -4,6 +4,11 @@
 //! The workgroup shape depends on the head sizes (one invocation column per four value
 //! columns, one staged query row of `d` floats), so pipelines are built per head-size class —
 //! sizes rounded up to a power of two — once per device, on first use.
+//!
+//! A call with fewer query blocks × heads than the tuning's `fused_split_groups` (decoding:
+//! one query block per head) splits its keys among workgroups instead ([`Split`]): the
+//! kernel writes each split's partial rows, `fused_combine.wgsl` merges them, and a last
+//! launch recomputes whole any query block in which a split met a non-finite value.
 
 use bytemuck::{Pod, Zeroable};
 
@@ -22,16 +27,79 @@ pub(crate) struct Params {
     heads_q: u32,
     group: u32,
     flags: u32,
-    _pad0: u32,
+    splits: u32,
     q: [u32; 4],
     k: [u32; 4],
     v: [u32; 4],
     o: [u32; 4],
     scale: f32,
     causal_offset: i32,
-    _pad1: [u32; 2],
+    split_len: u32,
+    mode: u32,
     mask0: [u32; 4],
     mask1: [u32; 4],
+}
+
+/// `fused.wgsl`'s modes.
+const WHOLE: u32 = 0;
+const SPLIT: u32 = 1;
+const FLAGGED_WHOLE: u32 = 2;
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub(crate) struct CombineParams {
+    rows: u32,
+    depth_v: u32,
+    splits: u32,
+    block_rows: u32,
+    blocks: u32,
+    heads_q: u32,
+    group: u32,
+    _pad0: u32,
+    o: [u32; 4],
+}
+
+/// Keys split among workgroups: `splits` runs of `split_len` keys (a multiple of the key
+/// block), their partial results in `partial`.
+pub(crate) struct Split {
+    pub splits: u32,
+    pub split_len: u32,
+    /// Unnormalised outputs, statistics and flags of every split (layout in `fused.wgsl`).
+    pub partial: wgpu::Buffer,
+    pub combine: Kernel,
+}
+
+/// Fewest key blocks a split takes: fewer would spend more on merging than they save.
+const MIN_BLOCKS_PER_SPLIT: u32 = 2;
+
+impl Split {
+    /// How many splits a call of `len_q` query rows, `len_kv` keys and `heads` (batch ×
+    /// query heads) should take so that about `target_groups` workgroups run: 1 (no split)
+    /// when the call already has that many, or its keys are too few to share.
+    pub fn count(
+        variant: &Variant,
+        len_q: usize,
+        len_kv: usize,
+        heads: usize,
+        target_groups: u32,
+    ) -> u32 {
+        let groups = (len_q as u32).div_ceil(variant.rows()) as u64 * heads as u64;
+        if target_groups == 0
+            || groups >= target_groups as u64
+            || len_q > super::MAX_GROUPS as usize
+        {
+            return 1;
+        }
+        let key_blocks = (len_kv as u32).div_ceil(variant.bc);
+        let wanted = (target_groups as u64).div_ceil(groups) as u32;
+        let most = (key_blocks / MIN_BLOCKS_PER_SPLIT).clamp(1, super::MAX_GROUPS);
+        wanted.clamp(1, most)
+    }
+
+    /// Elements of the partial buffer.
+    pub fn partial_len(splits: u32, len_q: usize, dv: usize, heads: usize, blocks: u32) -> usize {
+        splits as usize * heads * (len_q * (dv + 3) + blocks as usize)
+    }
 }
 
 /// The pipeline class of a problem: the override constants of `fused.wgsl`.
@@ -169,6 +237,18 @@ impl Variant {
     }
 }
 
+/// Builds the combine pipeline writing `storage`'s result type.
+pub(crate) fn build_combine(device: &wgpu::Device, storage: Storage) -> Kernel {
+    Kernel::new(
+        device,
+        "fused",
+        &shader_source("fused_combine", storage).expect("known kernel"),
+        size_of::<CombineParams>(),
+        &[true, false],
+        &[],
+    )
+}
+
 /// Builds the pipeline of one class and storage.
 pub(crate) fn build(device: &wgpu::Device, variant: Variant, storage: Storage) -> Kernel {
     Kernel::new(
@@ -176,7 +256,7 @@ pub(crate) fn build(device: &wgpu::Device, variant: Variant, storage: Storage) -
         "fused",
         &shader_source("fused", storage).expect("known kernel"),
         size_of::<Params>(),
-        &[true, true, true, true, true, false],
+        &[true, true, true, true, true, false, false],
         &[
             ("WG_X", variant.wg_x as f64),
             ("WG_Y", variant.wg_y as f64),
@@ -191,12 +271,15 @@ fn view(v: &HeadView) -> [u32; 4] {
     [v.offset, v.stride_b, v.stride_h, v.stride_l]
 }
 
-/// Records one launch of `kernel` (built for the core's class) over the whole core `f`: every
-/// batch, head and row. `causal_offset` is `f.causal` resolved for its lengths.
+/// Records the fused core `f` over every batch, head and row: one launch of `kernel` (built
+/// for the core's class), or with `split` three — the splits, their merge, and the
+/// recomputation of flagged query blocks. `causal_offset` is `f.causal` resolved for its
+/// lengths.
 pub(crate) fn record<'k>(
     batch: &mut Batch<'k>,
     kernels: &'k Kernels,
     (kernel, variant): (&'k Kernel, Variant),
+    split: Option<&'k Split>,
     f: &Core,
     causal_offset: Option<i32>,
 ) {
@@ -210,33 +293,65 @@ pub(crate) fn record<'k>(
         heads_q: d.heads_q as u32,
         group: d.group() as u32,
         flags,
-        _pad0: 0,
+        splits: split.map_or(1, |s| s.splits),
         q: view(&f.q),
         k: view(&f.k),
         v: view(&f.v),
         o: view(&f.out),
         scale: f.scale,
         causal_offset: causal_offset.unwrap_or(0),
-        _pad1: [0; 2],
+        split_len: split.map_or(0, |s| s.split_len),
+        mode: WHOLE,
         mask0,
         mask1,
     };
     let mask = |i: usize| f.masks[i].map_or(&kernels.placeholder, |m| m.buffer);
+    let partial = split.map_or(&kernels.placeholder_rw, |s| &s.partial);
+    let buffers = [
+        f.q.buffer,
+        f.k.buffer,
+        f.v.buffer,
+        mask(0),
+        mask(1),
+        f.out.buffer,
+        partial,
+    ];
+    let blocks = (d.len_q as u32).div_ceil(variant.rows());
+    let heads = (d.batch * d.heads_q) as u32;
+    let Some(split) = split else {
+        batch.dispatch(kernel, &params, &buffers, [blocks, 1, heads]);
+        return;
+    };
+    let split_params = Params {
+        mode: SPLIT,
+        ..params
+    };
     batch.dispatch(
         kernel,
-        &params,
-        &[
-            f.q.buffer,
-            f.k.buffer,
-            f.v.buffer,
-            mask(0),
-            mask(1),
-            f.out.buffer,
-        ],
-        [
-            (d.len_q as u32).div_ceil(variant.rows()),
-            1,
-            (d.batch * d.heads_q) as u32,
-        ],
+        &split_params,
+        &buffers,
+        [blocks, split.splits, heads],
     );
+    let combine = CombineParams {
+        rows: d.len_q as u32,
+        depth_v: d.head_dim_v as u32,
+        splits: split.splits,
+        block_rows: variant.rows(),
+        blocks,
+        heads_q: d.heads_q as u32,
+        group: d.group() as u32,
+        _pad0: 0,
+        o: view(&f.out),
+    };
+    batch.dispatch(
+        &split.combine,
+        &combine,
+        &[&split.partial, f.out.buffer],
+        [d.len_q as u32, 1, heads],
+    );
+    let flagged = Params {
+        mode: FLAGGED_WHOLE,
+        ..params
+    };
+    batch.dispatch(kernel, &flagged, &buffers, [blocks, 1, heads]);
 }

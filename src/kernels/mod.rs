@@ -32,6 +32,7 @@ mod source {
     pub const SOFTMAX: &str = include_str!("../../shaders/softmax.wgsl");
     pub const HEAD_MEAN: &str = include_str!("../../shaders/head_mean.wgsl");
     pub const FUSED: &str = include_str!("../../shaders/fused.wgsl");
+    pub const FUSED_COMBINE: &str = include_str!("../../shaders/fused_combine.wgsl");
 }
 
 /// How a kernel with operands stores them (`Elem` in WGSL) and its result (`Out`).
@@ -83,10 +84,10 @@ impl Storage {
 }
 
 /// The kernels whose operands have a storage type.
-pub const STORED_KERNELS: [&str; 4] = ["linear", "qk", "av", "fused"];
+pub const STORED_KERNELS: [&str; 5] = ["linear", "qk", "av", "fused", "fused_combine"];
 
-/// The complete WGSL source of kernel `name` (one of [`KERNEL_NAMES`]) as handed to the
-/// device; `storage` applies to the kernels of [`STORED_KERNELS`] and is ignored by the rest.
+/// The complete WGSL source of shader `name` (one of [`KERNEL_NAMES`], or `fused_combine`,
+/// which runs under the name `fused`) as handed to the device; `storage` applies to the kernels of [`STORED_KERNELS`] and is ignored by the rest.
 pub fn shader_source(name: &str, storage: Storage) -> Option<String> {
     let prelude = storage.prelude();
     Some(match name {
@@ -110,6 +111,7 @@ pub fn shader_source(name: &str, storage: Storage) -> Option<String> {
         "softmax" => [source::FLOAT, source::SOFTMAX].concat(),
         "head_mean" => source::HEAD_MEAN.to_string(),
         "fused" => [prelude, source::FLOAT, source::HEADS, source::FUSED].concat(),
+        "fused_combine" => [prelude, source::FLOAT, source::HEADS, source::FUSED_COMBINE].concat(),
         _ => return None,
     })
 }
@@ -117,15 +119,23 @@ pub fn shader_source(name: &str, storage: Storage) -> Option<String> {
 /// Every kernel's complete WGSL source with f32 storage, by name, as handed to the device
 /// (for validation with naga in the tests, and for anyone reading what runs).
 pub fn shader_sources() -> Vec<(&'static str, String)> {
-    ["linear", "qk", "av", "softmax", "head_mean", "fused"]
-        .into_iter()
-        .map(|name| {
-            (
-                name,
-                shader_source(name, Storage::F32).expect("known kernel"),
-            )
-        })
-        .collect()
+    [
+        "linear",
+        "qk",
+        "av",
+        "softmax",
+        "head_mean",
+        "fused",
+        "fused_combine",
+    ]
+    .into_iter()
+    .map(|name| {
+        (
+            name,
+            shader_source(name, Storage::F32).expect("known kernel"),
+        )
+    })
+    .collect()
 }
 
 /// Names of the kernels, in the order a forward runs them;
@@ -332,10 +342,15 @@ pub(crate) struct Kernels {
     pub head_mean: Kernel,
     /// Bound where an optional input (bias, mask) is absent.
     pub placeholder: wgpu::Buffer,
+    /// Bound where an optional read-write buffer is absent (a separate buffer: one buffer
+    /// may not be bound read-only and read-write in the same dispatch).
+    pub placeholder_rw: wgpu::Buffer,
     f32: Matmuls,
     f16: std::sync::OnceLock<Matmuls>,
     /// Fused-attention pipelines, one per head-size class and storage, built on first use.
     fused: std::sync::Mutex<std::collections::HashMap<(fused::Variant, Storage), Kernel>>,
+    /// The merge of the fused kernel's key splits, per storage, built on first use.
+    fused_combine: std::sync::Mutex<std::collections::HashMap<Storage, Kernel>>,
 }
 
 impl Kernels {
@@ -368,9 +383,16 @@ impl Kernels {
                 usage: wgpu::BufferUsages::STORAGE,
                 mapped_at_creation: false,
             }),
+            placeholder_rw: device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("wgpu-mha read-write placeholder"),
+                size: 16,
+                usage: wgpu::BufferUsages::STORAGE,
+                mapped_at_creation: false,
+            }),
             f32: Matmuls::build(device, &tiles, Dtype::F32),
             f16: Default::default(),
             fused: Default::default(),
+            fused_combine: Default::default(),
         })
     }
 
@@ -400,6 +422,16 @@ impl Kernels {
             .entry((variant, storage))
             .or_insert_with(|| fused::build(device, variant, storage))
             .clone())
+    }
+
+    /// The merge of the fused kernel's key splits writing `storage`'s result type, built once
+    /// per device.
+    pub fn fused_combine(&self, device: &wgpu::Device, storage: Storage) -> Kernel {
+        let mut cache = self.fused_combine.lock().unwrap_or_else(|e| e.into_inner());
+        cache
+            .entry(storage)
+            .or_insert_with(|| fused::build_combine(device, storage))
+            .clone()
     }
 }
 
