@@ -317,6 +317,9 @@ pub struct Row {
     /// Storage of inputs, weights and intermediates: "f32" or "f16".
     #[serde(default = "f32_name")]
     pub dtype: String,
+    /// Runs of keys the fused kernel split each query row into (1: none).
+    #[serde(default = "one")]
+    pub key_splits: u32,
     pub shape: Shape,
     pub adapter: String,
     pub backend: String,
@@ -385,6 +388,10 @@ impl Row {
     }
 }
 
+fn one() -> u32 {
+    1
+}
+
 fn f32_name() -> String {
     Dtype::F32.name().into()
 }
@@ -428,6 +435,7 @@ trait Prepared {
     /// The attention output of the last run.
     fn output(&self) -> Result<Tensor>;
     fn path(&self) -> AttentionPath;
+    fn key_splits(&self) -> u32;
     fn allocated_bytes(&self) -> u64;
 }
 
@@ -446,6 +454,9 @@ impl Prepared for PreparedMha<'_> {
     }
     fn path(&self) -> AttentionPath {
         PreparedMha::path(self)
+    }
+    fn key_splits(&self) -> u32 {
+        PreparedMha::key_splits(self)
     }
     fn allocated_bytes(&self) -> u64 {
         PreparedMha::allocated_bytes(self)
@@ -467,6 +478,9 @@ impl Prepared for PreparedSdpa {
     }
     fn path(&self) -> AttentionPath {
         PreparedSdpa::path(self)
+    }
+    fn key_splits(&self) -> u32 {
+        PreparedSdpa::key_splits(self)
     }
     fn allocated_bytes(&self) -> u64 {
         PreparedSdpa::allocated_bytes(self)
@@ -654,6 +668,7 @@ struct Measured {
     readback_ms: f64,
     bytes: u64,
     core: AttentionPath,
+    key_splits: u32,
     passes: Vec<PassTime>,
     timestamps: Timestamps,
     got: Tensor,
@@ -763,6 +778,7 @@ fn measure_prepared<P: Prepared>(
         readback_ms,
         bytes: prepared.allocated_bytes(),
         core,
+        key_splits: prepared.key_splits(),
         passes,
         timestamps,
         got,
@@ -805,6 +821,7 @@ pub fn measure(
         path: path.name().into(),
         core: core_name(m.core).into(),
         dtype: set.dtype.name().into(),
+        key_splits: m.key_splits,
         shape: shape.clone(),
         adapter: info.name.clone(),
         backend: format!("{:?}", info.backend),

@@ -17,7 +17,7 @@ type Column = (&'static str, fn(&Row) -> String);
 const COLUMNS: &[Column] = &[
     ("preset", |r| r.preset.clone()),
     ("path", |r| r.path.clone()),
-    ("core", |r| r.core.clone()),
+    ("core", |r| r.core_text()),
     ("dtype", |r| r.dtype.clone()),
     ("shape", |r| r.shape_text()),
     ("first ms", |r| format!("{:.1}", r.first_ms)),
@@ -41,6 +41,15 @@ const COLUMNS: &[Column] = &[
 ];
 
 impl Row {
+    /// The core, with the fused kernel's key splits when it split ("fused/6").
+    pub fn core_text(&self) -> String {
+        if self.key_splits > 1 {
+            format!("{}/{}", self.core, self.key_splits)
+        } else {
+            self.core.clone()
+        }
+    }
+
     pub fn shape_text(&self) -> String {
         let s = &self.shape;
         let mut text = format!("B{} L{}", s.batch, s.seq);
@@ -113,6 +122,11 @@ pub fn print(rows: &[Row]) {
         println!(
             "GFLOP/s from the median: attention core 4·B·H·pairs·d (causal rows count only the visible pairs), plus 2·B·L·E² per projection on the mha path. vs CPU = CPU-reference time / median. check: |gpu − ref| ≤ 1e-5·max(1, max|ref|) + 1e-4·|ref|."
         );
+        if rows.iter().any(|r| r.key_splits > 1) {
+            println!(
+                "core fused/N: the fused kernel split each query row's keys into N runs (too few query blocks × heads to fill the device) and merged them."
+            );
+        }
         if rows.iter().any(|r| r.dtype == "f16") {
             println!(
                 "f16 rows: the reference runs on the inputs and weights rounded to f16 (what the GPU stores), and the check is |gpu − ref| ≤ 5e-3·max(1, max|ref|) + 5e-3·|ref| (the intermediates are stored in f16 too)."
@@ -148,7 +162,7 @@ pub fn print_passes(rows: &[Row]) {
             let mut c = vec![
                 r.preset.clone(),
                 r.path.clone(),
-                r.core.clone(),
+                r.core_text(),
                 r.dtype.clone(),
                 r.shape_text(),
                 match r.passes.first() {
@@ -208,7 +222,7 @@ fn io_err(path: &Path, source: std::io::Error) -> Error {
 pub fn write_csv(path: &Path, rows: &[Row]) -> Result<()> {
     // Per-pass columns: one per kernel of the library ("" where the path does not run it).
     let mut text = String::from(
-        "preset,path,core,dtype,batch,seq,kv_seq,d_model,heads,kv_heads,causal,adapter,backend,crate_version,clock,first_ms,upload_ms,iters,median_ms,min_ms,max_ms,readback_ms,gflops,gpu_mib,cpu_ms,speedup,max_abs_err,max_rel_err,check,pass_clock,pass_runs,empty_submit_ms,pass_sum_ms,pass_near_empty",
+        "preset,path,core,key_splits,dtype,batch,seq,kv_seq,d_model,heads,kv_heads,causal,adapter,backend,crate_version,clock,first_ms,upload_ms,iters,median_ms,min_ms,max_ms,readback_ms,gflops,gpu_mib,cpu_ms,speedup,max_abs_err,max_rel_err,check,pass_clock,pass_runs,empty_submit_ms,pass_sum_ms,pass_near_empty",
     );
     for k in KERNEL_NAMES {
         text += &format!(",pass_{k}_ms");
@@ -218,10 +232,11 @@ pub fn write_csv(path: &Path, rows: &[Row]) -> Result<()> {
     for r in rows {
         let s = &r.shape;
         text += &format!(
-            "{},{},{},{},{},{},{},{},{},{},{},\"{}\",{},{},\"{}\",{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{},{},{},{},{},\"{}\",{},{},\"{}\",{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
             r.preset,
             r.path,
             r.core,
+            r.key_splits,
             r.dtype,
             s.batch,
             s.seq,
