@@ -75,6 +75,10 @@ pub struct Tuning {
     /// GPU, while a CPU adapter's few cores are busy with them.
     #[serde(default)]
     pub fused_split_groups: u32,
+    /// Tiles of the P·V kernel; `None`: derived from `gemm` ([`av_tiles`]). Its output is
+    /// one head wide, so on a GPU the derived tall tiles can leave too few workgroups.
+    #[serde(default)]
+    pub av: Option<GemmTiles>,
 }
 
 fn prefer_fused_default() -> bool {
@@ -95,11 +99,17 @@ impl Default for Tuning {
             fused_block: None,
             prefer_fused: true,
             fused_split_groups: 0,
+            av: None,
         }
     }
 }
 
 impl Tuning {
+    /// The P·V kernel's tiles: `av`, else derived from the GEMM tiles.
+    pub fn av_tiles(&self) -> GemmTiles {
+        self.av.unwrap_or_else(|| av_tiles(&self.gemm))
+    }
+
     /// The defaults for a device type. On a CPU adapter (lavapipe, measured) the three-pass
     /// core beat the fused kernel on full attention (`Auto` prefers it there), and softmax
     /// rows ran fastest on 8 invocations — one SIMD batch of lavapipe's (a row of 512 scores:
@@ -120,7 +130,9 @@ impl Tuning {
     pub fn check(&self, limits: &wgpu::Limits) -> Result<()> {
         let g = &self.gemm;
         let bad = |what: String| Err(Error::Config(format!("tuning: {what}")));
-        if g.wg_x == 0 || g.wg_y == 0 || g.bk == 0 || self.softmax_wg == 0 {
+        let av = self.av_tiles();
+        let positive = |t: &GemmTiles| t.wg_x > 0 && t.wg_y > 0 && t.bk > 0;
+        if !positive(g) || !positive(&av) || self.softmax_wg == 0 {
             return bad("sizes must be positive".into());
         }
         if !self.softmax_wg.is_power_of_two() {
@@ -129,23 +141,21 @@ impl Tuning {
                 self.softmax_wg
             ));
         }
-        let av = av_tiles(g);
-        if av.invocations() > g.invocations() || av.workgroup_bytes() > g.workgroup_bytes() {
-            return bad(format!("P·V tiles {av:?} outgrow the GEMM tiles {g:?}"));
-        }
-        let invocations = g.invocations().max(self.softmax_wg);
+        let invocations = g.invocations().max(av.invocations()).max(self.softmax_wg);
         if invocations > limits.max_compute_invocations_per_workgroup {
             return bad(format!(
                 "{invocations} invocations per workgroup, the device allows {}",
                 limits.max_compute_invocations_per_workgroup
             ));
         }
-        if g.workgroup_bytes() > limits.max_compute_workgroup_storage_size {
-            return bad(format!(
-                "GEMM tiles need {} bytes of workgroup memory, the device allows {}",
-                g.workgroup_bytes(),
-                limits.max_compute_workgroup_storage_size
-            ));
+        for (what, t) in [("GEMM", g), ("P·V", &av)] {
+            if t.workgroup_bytes() > limits.max_compute_workgroup_storage_size {
+                return bad(format!(
+                    "{what} tiles need {} bytes of workgroup memory, the device allows {}",
+                    t.workgroup_bytes(),
+                    limits.max_compute_workgroup_storage_size
+                ));
+            }
         }
         Ok(())
     }

@@ -17,6 +17,7 @@ fn tunings() -> Vec<Tuning> {
             fused_block: Some((16, 16)),
             prefer_fused: true,
             fused_split_groups: 1 << 16,
+            av: Some(gemm(8, 4, 16)),
         },
         Tuning {
             gemm: gemm(16, 8, 32),
@@ -24,6 +25,7 @@ fn tunings() -> Vec<Tuning> {
             fused_block: Some((64, 16)),
             prefer_fused: false,
             fused_split_groups: 0,
+            av: None,
         },
         Tuning {
             gemm: gemm(4, 16, 8),
@@ -31,6 +33,7 @@ fn tunings() -> Vec<Tuning> {
             fused_block: Some((16, 8)),
             prefer_fused: true,
             fused_split_groups: 256,
+            av: Some(gemm(4, 8, 32)),
         },
         Tuning {
             fused_block: Some((32, 32)),

@@ -37,6 +37,16 @@ const GEMM_CANDIDATES: [(u32, u32, u32); 8] = [
 
 const SOFTMAX_CANDIDATES: [u32; 6] = [8, 16, 32, 64, 128, 256];
 
+/// P·V tiles (wg_x, wg_y, bk); `None`: derived from the GEMM tiles.
+const AV_CANDIDATES: [Option<(u32, u32, u32)>; 6] = [
+    None,
+    Some((8, 4, 16)),
+    Some((8, 8, 16)),
+    Some((8, 8, 32)),
+    Some((8, 16, 16)),
+    Some((4, 8, 16)),
+];
+
 /// Workgroups the fused kernel aims at by splitting keys (0: never split).
 const SPLIT_CANDIDATES: [u32; 4] = [0, 256, 1024, 4096];
 
@@ -178,6 +188,27 @@ pub fn run(device: &DeviceArgs, args: &TuneArgs) -> Result<Outcome> {
     )
     .unwrap_or(base.softmax_wg);
 
+    let av = pick(
+        "P·V tiles (wg_x, wg_y, bk; None: from the GEMM tiles) — B1 H8 256×256 · 64",
+        AV_CANDIDATES,
+        |tiles| {
+            let tuning = Tuning {
+                gemm,
+                softmax_wg,
+                av: tiles.map(|(wg_x, wg_y, bk)| GemmTiles { wg_x, wg_y, bk }),
+                ..base
+            };
+            time_sdpa(
+                &open(device, tuning)?,
+                AttentionPath::ThreePass,
+                Some("av"),
+                args.runs,
+            )
+        },
+    )
+    .flatten()
+    .map(|(wg_x, wg_y, bk)| GemmTiles { wg_x, wg_y, bk });
+
     let fused_block = pick(
         "fused block (query rows, keys) — SDPA B1 H8 L256 d64",
         BLOCKS,
@@ -228,6 +259,7 @@ pub fn run(device: &DeviceArgs, args: &TuneArgs) -> Result<Outcome> {
                 fused_block,
                 prefer_fused: true,
                 fused_split_groups,
+                av,
             };
             time_sdpa(&open(device, tuning)?, path, None, args.runs)
         },
@@ -238,6 +270,7 @@ pub fn run(device: &DeviceArgs, args: &TuneArgs) -> Result<Outcome> {
         fused_block,
         prefer_fused: core != Some(AttentionPath::ThreePass),
         fused_split_groups,
+        av,
     };
     println!(
         "\ntuned: {tuned:?} (in {:.1} s)",

@@ -45,10 +45,8 @@ pub(crate) fn record<'k>(
         o: [out.offset, out.stride_b, out.stride_h, out.stride_l],
     };
     let groups = [
-        (dims.head_dim_v as u32).div_ceil(super::av_tiles(&kernels.tiles).tile_cols()),
-        block
-            .rows
-            .div_ceil(super::av_tiles(&kernels.tiles).tile_rows()),
+        (dims.head_dim_v as u32).div_ceil(kernels.tuning.av_tiles().tile_cols()),
+        block.rows.div_ceil(kernels.tuning.av_tiles().tile_rows()),
         block.batch_count * dims.heads_q as u32,
     ];
     batch.dispatch(kernel, &params, &[probs, v.buffer, out.buffer], groups);

@@ -274,9 +274,9 @@ pub(crate) struct Matmuls {
 }
 
 impl Matmuls {
-    fn build(device: &wgpu::Device, tiles: &GemmTiles, dtype: Dtype) -> Self {
-        let gemm = gemm_constants(tiles);
-        let av = gemm_constants(&av_tiles(tiles));
+    fn build(device: &wgpu::Device, tuning: &Tuning, dtype: Dtype) -> Self {
+        let gemm = gemm_constants(&tuning.gemm);
+        let av = gemm_constants(&tuning.av_tiles());
         let linear = |storage| {
             Kernel::new(
                 device,
@@ -389,7 +389,7 @@ impl Kernels {
                 usage: wgpu::BufferUsages::STORAGE,
                 mapped_at_creation: false,
             }),
-            f32: Matmuls::build(device, &tiles, Dtype::F32),
+            f32: Matmuls::build(device, &tuning, Dtype::F32),
             f16: Default::default(),
             fused: Default::default(),
             fused_combine: Default::default(),
@@ -403,7 +403,7 @@ impl Kernels {
             Dtype::F32 => &self.f32,
             Dtype::F16 => self
                 .f16
-                .get_or_init(|| Matmuls::build(device, &self.tiles, Dtype::F16)),
+                .get_or_init(|| Matmuls::build(device, &self.tuning, Dtype::F16)),
         }
     }
 
