@@ -246,6 +246,34 @@ impl Gpu {
         Ok(gpu)
     }
 
+    /// The same device with the kernels built for `tuning` instead: what `wgpu-mha tune`
+    /// uses to measure many configurations without opening a device for each (drivers
+    /// limit how many may be open). Shares the device, queue, loss state and memory budget
+    /// at the time of the call.
+    pub fn with_tuning(&self, tuning: Tuning) -> Result<Gpu> {
+        let device = &self.inner.device;
+        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let kernels = Kernels::new(device, tuning);
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Wgpu {
+                during: "pipeline creation",
+                message: e.to_string(),
+            });
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                device: device.clone(),
+                queue: self.inner.queue.clone(),
+                info: self.inner.info.clone(),
+                reason: self.inner.reason.clone(),
+                tuning_source: "given by the caller",
+                kernels: kernels?,
+                memory_budget: AtomicU64::new(self.memory_budget()),
+                lost: self.inner.lost.clone(),
+            }),
+        })
+    }
+
     pub fn device(&self) -> &wgpu::Device {
         &self.inner.device
     }

@@ -151,6 +151,36 @@ fn a_tuning_beyond_the_device_is_refused() {
     assert!(err.to_string().contains("tuning"), "{err}");
 }
 
+/// `Gpu::with_tuning` rebuilds the kernels on the same device (what `tune` measures with):
+/// same answers, the new tuning reported, bad tunings refused.
+#[test]
+fn with_tuning_shares_the_device() {
+    let base = gpu();
+    let mut rng = rng();
+    let q = random(&mut rng, &[1, 2, 40, 16], 1.0);
+    let want = reference::sdpa(&q, &q, &q, &SdpaOptions::default()).unwrap();
+    let (rtol, atol) = tolerance(&want);
+    for tuning in tunings() {
+        let tuned = base.with_tuning(tuning).unwrap();
+        assert_eq!(tuned.tuning(), tuning);
+        assert_eq!(tuned.tuning_source(), "given by the caller");
+        assert_eq!(tuned.adapter_info(), base.adapter_info());
+        for path in [AttentionPath::ThreePass, AttentionPath::Fused] {
+            let opts = SdpaOptions {
+                path,
+                ..Default::default()
+            };
+            let got = scaled_dot_product_attention(&tuned, &q, &q, &q, &opts).unwrap();
+            assert_close(&format!("{tuning:?} {path:?}"), &got, &want, rtol, atol);
+        }
+    }
+    let too_big = Tuning {
+        softmax_wg: 1 << 20,
+        ..Tuning::default()
+    };
+    assert!(matches!(base.with_tuning(too_big), Err(Error::Config(_))));
+}
+
 #[test]
 fn the_cache_is_keyed_by_adapter_and_crate_version() {
     // The cache location comes from the environment; this test owns its own directory.

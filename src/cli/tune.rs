@@ -59,9 +59,17 @@ fn tensor(shape: &[usize], seed: u32) -> Tensor {
     Tensor::new(shape.to_vec(), data).expect("shape and data agree")
 }
 
-/// Fastest of `runs` runs of `f`, in milliseconds, after one untimed warm-up.
+/// Untimed warm-up per candidate: at least one run and this long, since a GPU raises its
+/// clocks only under sustained load.
+const WARM_UP: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Fastest of `runs` runs of `f`, in milliseconds, after the warm-up.
 fn fastest(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    let start = Instant::now();
     f()?;
+    while start.elapsed() < WARM_UP {
+        f()?;
+    }
     let mut best = f64::INFINITY;
     for _ in 0..runs.max(1) {
         let t = Instant::now();
@@ -71,11 +79,11 @@ fn fastest(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
     Ok(best)
 }
 
-/// Opens the adapter with `tuning`, or says why it cannot run it.
-fn open(device: &DeviceArgs, tuning: Tuning) -> Result<Gpu> {
-    let mut options = device.options();
-    options.tuning = Some(tuning);
-    Gpu::with_options(&options)
+/// The device with its kernels built for `tuning`, or why it cannot run it. One device
+/// serves every candidate: drivers limit how many devices a process may open (an NVIDIA
+/// driver refused after 28).
+fn open(probe: &Gpu, tuning: Tuning) -> Result<Gpu> {
+    probe.with_tuning(tuning)
 }
 
 /// The linear kernel (in- and out-projections of a 256-token, 512-wide MHA).
@@ -146,15 +154,15 @@ fn pick<T: Copy + std::fmt::Debug>(
 
 pub fn run(device: &DeviceArgs, args: &TuneArgs) -> Result<Outcome> {
     let start = Instant::now();
-    let base = Tuning::default();
-    let probe = open(device, base)?;
+    let probe = device.open()?;
     let info = probe.adapter_info().clone();
+    // Candidates not measured (or failing everywhere) keep the device type's defaults.
+    let base = Tuning::for_device_type(info.device_type);
     println!("adapter: {}", describe(&info));
     println!(
         "times: wall clock, fastest of {} runs after a warm-up",
         args.runs
     );
-    drop(probe);
 
     let gemm = pick(
         "GEMM tiles (wg_x, wg_y, bk) — linear kernel, projections of B1 L256 E512",
@@ -164,7 +172,7 @@ pub fn run(device: &DeviceArgs, args: &TuneArgs) -> Result<Outcome> {
                 gemm: GemmTiles { wg_x, wg_y, bk },
                 ..base
             };
-            time_gemm(&open(device, tuning)?, args.runs)
+            time_gemm(&open(&probe, tuning)?, args.runs)
         },
     )
     .map_or(base.gemm, |(wg_x, wg_y, bk)| GemmTiles { wg_x, wg_y, bk });
@@ -179,7 +187,7 @@ pub fn run(device: &DeviceArgs, args: &TuneArgs) -> Result<Outcome> {
                 ..base
             };
             time_sdpa(
-                &open(device, tuning)?,
+                &open(&probe, tuning)?,
                 AttentionPath::ThreePass,
                 Some("softmax"),
                 args.runs,
@@ -199,7 +207,7 @@ pub fn run(device: &DeviceArgs, args: &TuneArgs) -> Result<Outcome> {
                 ..base
             };
             time_sdpa(
-                &open(device, tuning)?,
+                &open(&probe, tuning)?,
                 AttentionPath::ThreePass,
                 Some("av"),
                 args.runs,
@@ -219,7 +227,7 @@ pub fn run(device: &DeviceArgs, args: &TuneArgs) -> Result<Outcome> {
                 fused_block: Some(block),
                 ..base
             };
-            let gpu = open(device, tuning)?;
+            let gpu = open(&probe, tuning)?;
             time_sdpa(&gpu, AttentionPath::Fused, None, args.runs)
         },
     );
@@ -238,7 +246,7 @@ pub fn run(device: &DeviceArgs, args: &TuneArgs) -> Result<Outcome> {
             };
             let shape = [1, 32, 1, 4096, 128];
             time_sdpa_shape(
-                &open(device, tuning)?,
+                &open(&probe, tuning)?,
                 shape,
                 AttentionPath::Fused,
                 None,
@@ -261,7 +269,7 @@ pub fn run(device: &DeviceArgs, args: &TuneArgs) -> Result<Outcome> {
                 fused_split_groups,
                 av,
             };
-            time_sdpa(&open(device, tuning)?, path, None, args.runs)
+            time_sdpa(&open(&probe, tuning)?, path, None, args.runs)
         },
     );
     let tuned = Tuning {
