@@ -2,8 +2,8 @@
 //!
 //! Every row is one shape on one path — the full MHA forward (projections included) or SDPA
 //! alone. For each: the first run (buffer allocation, and the driver's shader compilation
-//! where it compiles lazily), then a warm-up and N timed runs of the kernels alone
-//! (record + submit + wait, wall clock), with upload and readback timed apart; the CPU
+//! where it compiles lazily), then a warm-up (300 ms at least) and N timed runs of the
+//! kernels alone (record + submit + wait, wall clock), with upload and readback timed apart; the CPU
 //! reference on the same inputs, for the speed-up and the error. Then each kernel of the
 //! path alone ([`PreparedMha::run_kernel`]), for a per-pass breakdown. `--sweep` runs one
 //! shape over a list of sequence lengths instead (`super::sweep`).
@@ -409,11 +409,21 @@ fn random(rng: &mut StdRng, shape: &[usize]) -> Tensor {
     .expect("shape and data agree")
 }
 
-/// Times `run` after one warm-up: `iters` runs, or as many as fit about two seconds.
+/// Warm-up before timed runs: at least one run and at least this long. A GPU raises its
+/// clocks only under sustained load: on an H200 a bert-base SDPA timed after a single
+/// warm-up run read up to 4.5× its warm time.
+const WARM_UP: Duration = Duration::from_millis(300);
+
+/// Times `run` after a warm-up ([`WARM_UP`]): `iters` runs, or as many as fit about two
+/// seconds.
 fn time_runs(iters: Option<usize>, mut run: impl FnMut() -> Result<()>) -> Result<Vec<f64>> {
     let start = Instant::now();
-    run()?;
-    let warm = start.elapsed().as_secs_f64().max(1e-6);
+    let mut warm_runs = 0u32;
+    while warm_runs == 0 || (start.elapsed() < WARM_UP && warm_runs < 1000) {
+        run()?;
+        warm_runs += 1;
+    }
+    let warm = (start.elapsed().as_secs_f64() / warm_runs as f64).max(1e-6);
     let n = iters
         .unwrap_or(((2.0 / warm).ceil() as usize).clamp(3, 30))
         .max(1);
