@@ -99,7 +99,13 @@ impl Default for Tuning {
             fused_block: None,
             prefer_fused: true,
             fused_split_groups: 0,
-            av: None,
+            // P·V 128 rows tall: on lavapipe the P·V pass of bert-base took 40 ms against
+            // 46 ms with the 192-row tiles derived from the GEMM's (batched: 15 vs 19 ms).
+            av: Some(GemmTiles {
+                wg_x: 8,
+                wg_y: 16,
+                bk: 16,
+            }),
         }
     }
 }
@@ -231,12 +237,15 @@ mod tests {
     #[test]
     fn defaults_fit_webgpu_minimum_limits() {
         let limits = wgpu::Limits::default();
-        let t = Tuning::default();
-        t.check(&limits).unwrap();
-        let av = av_tiles(&t.gemm);
-        assert_eq!(av.wg_x, 8);
-        assert!(av.workgroup_bytes() <= limits.max_compute_workgroup_storage_size);
-        assert!(av.invocations() <= limits.max_compute_invocations_per_workgroup);
+        for device_type in [wgpu::DeviceType::Cpu, wgpu::DeviceType::DiscreteGpu] {
+            let t = Tuning::for_device_type(device_type);
+            t.check(&limits).unwrap();
+            for av in [t.av_tiles(), av_tiles(&t.gemm)] {
+                assert_eq!(av.wg_x, 8);
+                assert!(av.workgroup_bytes() <= limits.max_compute_workgroup_storage_size);
+                assert!(av.invocations() <= limits.max_compute_invocations_per_workgroup);
+            }
+        }
     }
 
     #[test]
