@@ -129,11 +129,15 @@ impl Tuning {
             prefer_fused: !cpu,
             softmax_wg: if cpu { 8 } else { 128 },
             fused_split_groups: if cpu { 0 } else { 1024 },
-            av: (!cpu).then_some(GemmTiles {
-                wg_x: 8,
-                wg_y: 8,
-                bk: 32,
-            }),
+            av: if cpu {
+                Self::default().av
+            } else {
+                Some(GemmTiles {
+                    wg_x: 8,
+                    wg_y: 8,
+                    bk: 32,
+                })
+            },
             ..Self::default()
         }
     }
@@ -237,6 +241,19 @@ mod tests {
     #[test]
     fn defaults_fit_webgpu_minimum_limits() {
         let limits = wgpu::Limits::default();
+        // The measured P·V tiles: 128 rows on lavapipe, 64 on an H200.
+        let cpu = Tuning::for_device_type(wgpu::DeviceType::Cpu);
+        assert_eq!(cpu.av_tiles().tile_rows(), 128);
+        assert_eq!(
+            cpu,
+            Tuning {
+                prefer_fused: false,
+                softmax_wg: 8,
+                ..Tuning::default()
+            }
+        );
+        let gpu = Tuning::for_device_type(wgpu::DeviceType::DiscreteGpu);
+        assert_eq!(gpu.av_tiles().tile_rows(), 64);
         for device_type in [wgpu::DeviceType::Cpu, wgpu::DeviceType::DiscreteGpu] {
             let t = Tuning::for_device_type(device_type);
             t.check(&limits).unwrap();
