@@ -7,7 +7,7 @@
 //! submission run in order, so block n+1 overwrites block n only after AV has read it.
 
 use crate::batch::Batch;
-use crate::buffer::{self, bytes_of_f32};
+use crate::buffer::{self, Pooled, bytes_of_f32};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::kernels::{
@@ -115,8 +115,8 @@ pub(crate) fn plan_blocks(dims: &CoreDims, budget: u64, max_binding: u64) -> Res
 /// forward and reused by every run.
 pub(crate) struct Workspace {
     plan: BlockPlan,
-    scores: wgpu::Buffer,
-    mean: Option<wgpu::Buffer>,
+    scores: Pooled,
+    mean: Option<Pooled>,
 }
 
 impl Workspace {

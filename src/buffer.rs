@@ -1,5 +1,12 @@
 //! Moving data: storage buffers from host slices, and readback of results (`map_async`
 //! completed through a futures-intrusive oneshot channel while the device is polled).
+//!
+//! Every buffer a call allocates comes from its device's [`Pool`] and goes back to it when
+//! the call's last handle drops ([`Pooled`]), so repeated calls of one shape allocate
+//! nothing after the first.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
@@ -13,6 +20,130 @@ pub(crate) const STORAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
 /// Bytes of `n` f32 elements.
 pub(crate) fn bytes_of_f32(n: usize) -> u64 {
     (n as u64) * 4
+}
+
+/// Buffers of finished calls, kept for the next call that needs the same size and usage;
+/// the oldest are dropped past a byte limit. One per device.
+pub(crate) struct Pool {
+    free: Mutex<VecDeque<wgpu::Buffer>>,
+    /// Bytes kept at most.
+    limit: u64,
+    /// Buffers created so far (what reuse saves shows here).
+    created: std::sync::atomic::AtomicU64,
+}
+
+/// Bytes of idle buffers a device keeps for reuse.
+pub(crate) const POOL_LIMIT: u64 = 256 << 20;
+
+impl Pool {
+    pub fn new(limit: u64) -> Self {
+        Self {
+            free: Mutex::new(VecDeque::new()),
+            limit,
+            created: Default::default(),
+        }
+    }
+
+    fn free(&self) -> std::sync::MutexGuard<'_, VecDeque<wgpu::Buffer>> {
+        self.free.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A buffer of exactly `size` bytes and `usage`: an idle one, else a new one.
+    pub(crate) fn take(
+        self: &Arc<Self>,
+        device: &wgpu::Device,
+        label: &str,
+        size: u64,
+        usage: wgpu::BufferUsages,
+    ) -> Pooled {
+        let reused = {
+            let mut free = self.free();
+            free.iter()
+                .position(|b| b.size() == size && b.usage() == usage)
+                .and_then(|i| free.remove(i))
+        };
+        let buffer = reused.unwrap_or_else(|| {
+            self.created
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size,
+                usage,
+                mapped_at_creation: false,
+            })
+        });
+        Pooled {
+            buffer: Some(buffer),
+            pool: self.clone(),
+            // A mappable buffer is reusable only once its read has unmapped it.
+            reusable: !usage.contains(wgpu::BufferUsages::MAP_READ),
+        }
+    }
+
+    /// Keeps `buffer` for reuse, dropping the oldest idle buffers past the limit.
+    fn give(&self, buffer: wgpu::Buffer) {
+        if buffer.size() > self.limit {
+            return;
+        }
+        let mut free = self.free();
+        free.push_back(buffer);
+        let mut bytes: u64 = free.iter().map(|b| b.size()).sum();
+        while bytes > self.limit {
+            let Some(oldest) = free.pop_front() else {
+                break;
+            };
+            bytes -= oldest.size();
+        }
+    }
+
+    /// Buffers created so far.
+    pub fn created(&self) -> u64 {
+        self.created.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Bytes of idle buffers held.
+    pub fn idle_bytes(&self) -> u64 {
+        self.free().iter().map(|b| b.size()).sum()
+    }
+
+    /// Drops every idle buffer.
+    pub fn clear(&self) {
+        self.free().clear();
+    }
+}
+
+/// A buffer on loan from its device's [`Pool`], returned when dropped. Dereferences to the
+/// `wgpu::Buffer`.
+pub struct Pooled {
+    buffer: Option<wgpu::Buffer>,
+    pool: Arc<Pool>,
+    /// Whether it may go back to the pool (a staging buffer: once read and unmapped).
+    reusable: bool,
+}
+
+impl Pooled {
+    /// Marks a staging buffer as read and unmapped, so it may be reused.
+    pub(crate) fn mark_unmapped(&mut self) {
+        self.reusable = true;
+    }
+}
+
+impl std::ops::Deref for Pooled {
+    type Target = wgpu::Buffer;
+
+    fn deref(&self) -> &wgpu::Buffer {
+        self.buffer.as_ref().expect("present until dropped")
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        if let Some(buffer) = self.buffer.take()
+            && self.reusable
+        {
+            self.pool.give(buffer);
+        }
+    }
 }
 
 /// Bytes of `n` elements stored as `dtype`.
@@ -52,13 +183,13 @@ pub(crate) fn check_buffer(gpu: &Gpu, what: impl Into<String>, bytes: u64) -> Re
 ///
 /// Written through the queue rather than mapped at creation: on a lost device a mapped
 /// creation panics inside wgpu, while a queued write becomes an error the scope captures.
-pub(crate) fn upload(gpu: &Gpu, label: &str, data: &[f32]) -> wgpu::Buffer {
+pub(crate) fn upload(gpu: &Gpu, label: &str, data: &[f32]) -> Pooled {
     upload_bytes(gpu, label, bytemuck::cast_slice(data), STORAGE)
 }
 
 /// A storage buffer holding `data` stored as `dtype` (f16: rounded to nearest; must fit one
 /// binding: checked by the caller).
-pub(crate) fn upload_as(gpu: &Gpu, label: &str, data: &[f32], dtype: Dtype) -> wgpu::Buffer {
+pub(crate) fn upload_as(gpu: &Gpu, label: &str, data: &[f32], dtype: Dtype) -> Pooled {
     match dtype {
         Dtype::F32 => upload(gpu, label, data),
         Dtype::F16 => {
@@ -78,13 +209,9 @@ pub(crate) fn upload_bytes(
     label: &str,
     bytes: &[u8],
     usage: wgpu::BufferUsages,
-) -> wgpu::Buffer {
-    let buffer = gpu.device().create_buffer(&wgpu::BufferDescriptor {
-        label: Some(label),
-        size: (bytes.len() as u64).max(16).next_multiple_of(4),
-        usage: usage | wgpu::BufferUsages::COPY_DST,
-        mapped_at_creation: false,
-    });
+) -> Pooled {
+    let size = (bytes.len() as u64).max(16).next_multiple_of(4);
+    let buffer = gpu.take_buffer(label, size, usage | wgpu::BufferUsages::COPY_DST);
     if !bytes.is_empty() {
         gpu.queue().write_buffer(&buffer, 0, bytes);
     }
@@ -92,33 +219,20 @@ pub(crate) fn upload_bytes(
 }
 
 /// An uninitialised storage buffer of `len` f32 elements.
-pub(crate) fn storage(gpu: &Gpu, label: &str, len: usize) -> wgpu::Buffer {
-    gpu.device().create_buffer(&wgpu::BufferDescriptor {
-        label: Some(label),
-        size: bytes_of_f32(len).max(16),
-        usage: STORAGE,
-        mapped_at_creation: false,
-    })
+pub(crate) fn storage(gpu: &Gpu, label: &str, len: usize) -> Pooled {
+    storage_as(gpu, label, len, Dtype::F32)
 }
 
 /// An uninitialised storage buffer of `len` elements stored as `dtype`.
-pub(crate) fn storage_as(gpu: &Gpu, label: &str, len: usize, dtype: Dtype) -> wgpu::Buffer {
-    gpu.device().create_buffer(&wgpu::BufferDescriptor {
-        label: Some(label),
-        size: bytes_of(len, dtype).max(16).next_multiple_of(4),
-        usage: STORAGE,
-        mapped_at_creation: false,
-    })
+pub(crate) fn storage_as(gpu: &Gpu, label: &str, len: usize, dtype: Dtype) -> Pooled {
+    let size = bytes_of(len, dtype).max(16).next_multiple_of(4);
+    gpu.take_buffer(label, size, STORAGE)
 }
 
 /// A buffer the host can map to read `len` f32 elements back.
-pub(crate) fn staging(gpu: &Gpu, label: &str, len: usize) -> wgpu::Buffer {
-    gpu.device().create_buffer(&wgpu::BufferDescriptor {
-        label: Some(label),
-        size: bytes_of_f32(len).max(16),
-        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-        mapped_at_creation: false,
-    })
+pub(crate) fn staging(gpu: &Gpu, label: &str, len: usize) -> Pooled {
+    let usage = wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST;
+    gpu.take_buffer(label, bytes_of_f32(len).max(16), usage)
 }
 
 /// Maps each staging buffer and reads its first `len` elements, after one wait for the device.

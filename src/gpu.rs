@@ -57,6 +57,8 @@ struct Inner {
     kernels: Kernels,
     memory_budget: AtomicU64,
     lost: Arc<Mutex<Option<String>>>,
+    /// Idle buffers of finished calls, reused by calls of the same shape.
+    pool: Arc<crate::buffer::Pool>,
 }
 
 /// A device, its queue and the crate's pipelines. Cheap to clone; `Send + Sync`.
@@ -238,6 +240,7 @@ impl Gpu {
                 kernels,
                 memory_budget: AtomicU64::new(DEFAULT_MEMORY_BUDGET),
                 lost,
+                pool: Arc::new(crate::buffer::Pool::new(crate::buffer::POOL_LIMIT)),
             }),
         };
         if let Some(budget) = memory_budget {
@@ -270,12 +273,41 @@ impl Gpu {
                 kernels: kernels?,
                 memory_budget: AtomicU64::new(self.memory_budget()),
                 lost: self.inner.lost.clone(),
+                pool: self.inner.pool.clone(),
             }),
         })
     }
 
     pub fn device(&self) -> &wgpu::Device {
         &self.inner.device
+    }
+
+    /// A buffer of `size` bytes and `usage` for one call: an idle one of a finished call,
+    /// else a new one. It returns to the device's pool when dropped.
+    pub(crate) fn take_buffer(
+        &self,
+        label: &str,
+        size: u64,
+        usage: wgpu::BufferUsages,
+    ) -> crate::buffer::Pooled {
+        self.inner.pool.take(self.device(), label, size, usage)
+    }
+
+    /// Buffers the crate has created on this device so far. Calls of a shape seen before
+    /// reuse the buffers of the last such call, so this stops growing in a loop of
+    /// same-shape calls.
+    pub fn buffers_created(&self) -> u64 {
+        self.inner.pool.created()
+    }
+
+    /// Bytes of idle buffers kept for reuse (at most 256 MiB; the oldest go first).
+    pub fn idle_buffer_bytes(&self) -> u64 {
+        self.inner.pool.idle_bytes()
+    }
+
+    /// Releases every idle buffer kept for reuse.
+    pub fn release_idle_buffers(&self) {
+        self.inner.pool.clear()
     }
 
     pub fn queue(&self) -> &wgpu::Queue {

@@ -8,12 +8,13 @@
 //! results back. [`MultiHeadAttention::forward`] does all three with a single submit.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::attention::{
     Core, CoreNeeds, CorePlan, record_core, run_recorded, run_recorded_timed, scoped,
 };
 use crate::batch::{Batch, RunTiming};
-use crate::buffer::{self, bytes_of, bytes_of_f32, check_binding, check_buffer};
+use crate::buffer::{self, Pooled, bytes_of, bytes_of_f32, check_binding, check_buffer};
 use crate::error::Result;
 use crate::gpu::Gpu;
 use crate::kernels::linear::{self, At, Linear};
@@ -25,12 +26,8 @@ use crate::weights::{InProjWeight, MhaWeights, Proj};
 
 /// The projection weights on the GPU.
 enum GpuInProj {
-    Packed(wgpu::Buffer),
-    Separate {
-        q: wgpu::Buffer,
-        k: wgpu::Buffer,
-        v: wgpu::Buffer,
-    },
+    Packed(Pooled),
+    Separate { q: Pooled, k: Pooled, v: Pooled },
 }
 
 /// A multi-head attention module bound to a device, like a PyTorch `nn.MultiheadAttention`
@@ -39,9 +36,9 @@ pub struct MultiHeadAttention {
     gpu: Gpu,
     config: MhaConfig,
     in_proj: GpuInProj,
-    in_proj_bias: Option<wgpu::Buffer>,
-    out_proj_weight: wgpu::Buffer,
-    out_proj_bias: Option<wgpu::Buffer>,
+    in_proj_bias: Option<Pooled>,
+    out_proj_weight: Pooled,
+    out_proj_bias: Option<Pooled>,
 }
 
 impl std::fmt::Debug for MultiHeadAttention {
@@ -54,8 +51,9 @@ impl std::fmt::Debug for MultiHeadAttention {
 }
 
 /// A buffer and where one operand's heads sit in it: `[offset, stride_b, stride_h, stride_l]`.
+/// q, k and v projected together share one buffer.
 struct Placed {
-    buffer: wgpu::Buffer,
+    buffer: Arc<Pooled>,
     layout: [u32; 4],
 }
 
@@ -74,11 +72,11 @@ impl Placed {
 
 /// The inputs as uploaded: one buffer for self-attention, else one each.
 enum Inputs {
-    SelfAttention(wgpu::Buffer),
+    SelfAttention(Pooled),
     Separate {
-        query: wgpu::Buffer,
-        key: wgpu::Buffer,
-        value: wgpu::Buffer,
+        query: Pooled,
+        key: Pooled,
+        value: Pooled,
     },
 }
 
@@ -94,10 +92,10 @@ pub struct PreparedMha<'m> {
     q: Placed,
     k: Placed,
     v: Placed,
-    masks: [Option<(wgpu::Buffer, [u32; 4])>; 2],
+    masks: [Option<(Pooled, [u32; 4])>; 2],
     attn: Placed,
-    out: wgpu::Buffer,
-    weights: Option<wgpu::Buffer>,
+    out: Pooled,
+    weights: Option<Pooled>,
     out_shape: Vec<usize>,
     weights_shape: Vec<usize>,
     plan: CorePlan,
@@ -110,7 +108,7 @@ impl MultiHeadAttention {
         weights.validate(&config)?;
         gpu.check_dtype(config.dtype)?;
         scoped(gpu, "uploading weights", || {
-            let up = |name: &str, data: &[f32]| -> Result<wgpu::Buffer> {
+            let up = |name: &str, data: &[f32]| -> Result<Pooled> {
                 check_binding(gpu, name, bytes_of(data.len(), config.dtype))?;
                 Ok(buffer::upload_as(gpu, name, data, config.dtype))
             };
@@ -199,7 +197,7 @@ impl MultiHeadAttention {
         let (rows_q, rows_kv) = (d.batch * d.len_q, d.batch * d.len_kv);
         let dtype = self.config.dtype;
         let mut bytes = 0u64;
-        let mut input = |name: &str, t: &Tensor| -> Result<wgpu::Buffer> {
+        let mut input = |name: &str, t: &Tensor| -> Result<Pooled> {
             let size = bytes_of(t.numel(), dtype);
             check_binding(gpu, name, size)?;
             bytes += size;
@@ -226,13 +224,13 @@ impl MultiHeadAttention {
         ];
 
         // Intermediates are stored as `dtype`, the output as f32.
-        let mut output = |name: &str, len: usize, dtype| -> Result<wgpu::Buffer> {
+        let mut output = |name: &str, len: usize, dtype| -> Result<Pooled> {
             check_binding(gpu, name, bytes_of(len, dtype))?;
             bytes += bytes_of(len, dtype);
             Ok(buffer::storage_as(gpu, name, len, dtype))
         };
         // Projected q, k, v keep the caller's row order; heads and batches are strides.
-        let place = |buffer: &wgpu::Buffer, column: usize, len: usize, width: usize| {
+        let place = |buffer: &Arc<Pooled>, column: usize, len: usize, width: usize| {
             let (stride_b, stride_l) = p.strides(len, width);
             Placed {
                 buffer: buffer.clone(),
@@ -246,7 +244,7 @@ impl MultiHeadAttention {
         };
         let (q, k, v) = match &inputs {
             Inputs::SelfAttention(_) => {
-                let qkv = output("projected qkv", rows_q * 3 * e, dtype)?;
+                let qkv = Arc::new(output("projected qkv", rows_q * 3 * e, dtype)?);
                 (
                     place(&qkv, 0, d.len_q, 3 * e),
                     place(&qkv, e, d.len_kv, 3 * e),
@@ -254,13 +252,28 @@ impl MultiHeadAttention {
                 )
             }
             Inputs::Separate { .. } => (
-                place(&output("projected q", rows_q * e, dtype)?, 0, d.len_q, e),
-                place(&output("projected k", rows_kv * e, dtype)?, 0, d.len_kv, e),
-                place(&output("projected v", rows_kv * e, dtype)?, 0, d.len_kv, e),
+                place(
+                    &Arc::new(output("projected q", rows_q * e, dtype)?),
+                    0,
+                    d.len_q,
+                    e,
+                ),
+                place(
+                    &Arc::new(output("projected k", rows_kv * e, dtype)?),
+                    0,
+                    d.len_kv,
+                    e,
+                ),
+                place(
+                    &Arc::new(output("projected v", rows_kv * e, dtype)?),
+                    0,
+                    d.len_kv,
+                    e,
+                ),
             ),
         };
         let attn = place(
-            &output("attention output", rows_q * e, dtype)?,
+            &Arc::new(output("attention output", rows_q * e, dtype)?),
             0,
             d.len_q,
             e,
@@ -380,7 +393,7 @@ impl PreparedMha<'_> {
 
     /// The attention weights buffer, when the forward was prepared with `need_weights`.
     pub fn weights_buffer(&self) -> Option<&wgpu::Buffer> {
-        self.weights.as_ref()
+        self.weights.as_deref()
     }
 
     /// Shape of `attn_output`.
@@ -418,20 +431,24 @@ impl PreparedMha<'_> {
     fn read_into<'k>(&'k self, mut batch: Batch<'k>) -> Result<MhaOutput> {
         let gpu = &self.mha.gpu;
         let out_len = self.out_shape.iter().product::<usize>();
-        let out_staging = buffer::staging(gpu, "attn_output readback", out_len);
+        let mut out_staging = buffer::staging(gpu, "attn_output readback", out_len);
         batch.copy(&self.out, 0, &out_staging, 0, bytes_of_f32(out_len));
         let weights_len = self.weights_shape.iter().product::<usize>();
-        let weights_staging = self.weights.as_ref().map(|w| {
+        let mut weights_staging = self.weights.as_ref().map(|w| {
             let staging = buffer::staging(gpu, "attention weights readback", weights_len);
             batch.copy(w, 0, &staging, 0, bytes_of_f32(weights_len));
             staging
         });
         batch.submit();
-        let mut reads = vec![(&out_staging, out_len)];
+        let mut reads = vec![(&*out_staging, out_len)];
         if let Some(w) = &weights_staging {
             reads.push((w, weights_len));
         }
         let mut data = buffer::read_back(gpu, &reads)?.into_iter();
+        out_staging.mark_unmapped();
+        if let Some(w) = &mut weights_staging {
+            w.mark_unmapped();
+        }
         let attn_output = Tensor::new(self.out_shape.clone(), data.next().unwrap_or_default())?;
         let attn_weights = data
             .next()
@@ -475,7 +492,7 @@ impl PreparedMha<'_> {
                 scale: 1.0 / (d.head_dim as f32).sqrt(),
                 causal: self.causal,
                 masks: [mask(0), mask(1)],
-                weights: self.weights.as_ref(),
+                weights: self.weights.as_deref(),
                 storage: Storage::inner(mha.config.dtype),
             },
             &self.plan,
@@ -517,7 +534,7 @@ impl PreparedMha<'_> {
 
 /// Uploads the mask `name` as additive floats (bool masks become 0 / -inf) with its grid
 /// strides.
-pub(crate) fn upload_mask(gpu: &Gpu, name: &str, m: &MaskView) -> Result<(wgpu::Buffer, [u32; 4])> {
+pub(crate) fn upload_mask(gpu: &Gpu, name: &str, m: &MaskView) -> Result<(Pooled, [u32; 4])> {
     let additive = m.mask.to_additive(m.bool_true_blocks);
     check_binding(gpu, name, bytes_of_f32(additive.len()))?;
     Ok((

@@ -6,7 +6,7 @@ use crate::attention::{
     Core, CoreNeeds, CorePlan, record_core, run_recorded, run_recorded_timed, scoped,
 };
 use crate::batch::{Batch, RunTiming};
-use crate::buffer::{self, bytes_of, bytes_of_f32, check_binding};
+use crate::buffer::{self, Pooled, bytes_of, bytes_of_f32, check_binding};
 use crate::error::Result;
 use crate::gpu::Gpu;
 use crate::kernels::{HeadView, MaskBinding, Storage};
@@ -39,11 +39,11 @@ pub struct PreparedSdpa {
     dims: CoreDims,
     scale: f32,
     causal: Option<Causal>,
-    q: wgpu::Buffer,
-    k: wgpu::Buffer,
-    v: wgpu::Buffer,
-    mask: Option<(wgpu::Buffer, [u32; 4])>,
-    out: wgpu::Buffer,
+    q: Pooled,
+    k: Pooled,
+    v: Pooled,
+    mask: Option<(Pooled, [u32; 4])>,
+    out: Pooled,
     out_shape: Vec<usize>,
     plan: CorePlan,
     dtype: Dtype,
@@ -86,7 +86,7 @@ impl PreparedSdpa {
         gpu.check_dtype(opts.dtype)?;
         let d = problem.dims;
         let mut bytes = 0;
-        let mut upload = |name: &str, t: &Tensor| -> Result<wgpu::Buffer> {
+        let mut upload = |name: &str, t: &Tensor| -> Result<Pooled> {
             let size = bytes_of(t.numel(), opts.dtype);
             check_binding(gpu, name, size)?;
             bytes += size;
@@ -182,10 +182,11 @@ impl PreparedSdpa {
 
     fn read_into<'k>(&'k self, mut batch: Batch<'k>) -> Result<Tensor> {
         let len = self.out_shape.iter().product::<usize>();
-        let staging = buffer::staging(&self.gpu, "attn_output readback", len);
+        let mut staging = buffer::staging(&self.gpu, "attn_output readback", len);
         batch.copy(&self.out, 0, &staging, 0, bytes_of_f32(len));
         batch.submit();
-        let data = buffer::read_back(&self.gpu, &[(&staging, len)])?;
+        let data = buffer::read_back(&self.gpu, &[(&*staging, len)])?;
+        staging.mark_unmapped();
         Tensor::new(
             self.out_shape.clone(),
             data.into_iter().next().unwrap_or_default(),

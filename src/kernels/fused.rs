@@ -15,6 +15,7 @@ use bytemuck::{Pod, Zeroable};
 use super::{HeadView, Kernel, Kernels, Storage, mask_params, shader_source};
 use crate::attention::Core;
 use crate::batch::Batch;
+use crate::buffer::Pooled;
 use crate::error::{Error, Result};
 
 #[repr(C)]
@@ -65,7 +66,7 @@ pub(crate) struct Split {
     pub splits: u32,
     pub split_len: u32,
     /// Unnormalised outputs, statistics and flags of every split (layout in `fused.wgsl`).
-    pub partial: wgpu::Buffer,
+    pub partial: Pooled,
     pub combine: Kernel,
 }
 
