@@ -12,7 +12,7 @@ struct Params {
     group: u32,
     batch0: u32,
     row0: u32,
-    _pad0: u32,
+    causal: u32,        // 1: keys past causal_offset + the tile's last row have probability 0
     v_offset: u32,
     v_stride_b: u32,
     v_stride_h: u32,
@@ -21,6 +21,10 @@ struct Params {
     o_stride_b: u32,
     o_stride_h: u32,
     o_stride_l: u32,
+    causal_offset: i32,
+    _pad1: u32,
+    _pad2: u32,
+    _pad3: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -51,7 +55,14 @@ fn load_b(z: u32, s: u32, j: u32) -> f32 {
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let origin = tile_origin(wg);
     let z = wg.z;
-    var acc = gemm_tile(z, origin.x, origin.y, p.depth, lid);
+    // Under a causal mask the tile's rows see no key past the last row's limit: their
+    // probabilities are exact zeros, so the product stops there.
+    var keys = p.depth;
+    if p.causal != 0u {
+        let last_row = p.row0 + min(origin.x + TM * WG_Y, p.rows) - 1u;
+        keys = u32(clamp(i32(last_row) + p.causal_offset + 1, 0, i32(p.depth)));
+    }
+    var acc = gemm_tile(z, origin.x, origin.y, keys, lid);
     let hd = head_of(z, p.batch0, p.heads_q, p.group);
     let base = p.o_offset + hd.batch * p.o_stride_b + hd.head_q * p.o_stride_h;
     for (var r = 0u; r < TM; r++) {

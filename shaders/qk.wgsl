@@ -67,7 +67,17 @@ fn load_b(z: u32, i: u32, n: u32) -> f32 {
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let origin = tile_origin(wg);
     let z = wg.z;
-    var acc = gemm_tile(z, origin.x, origin.y, p.depth, lid);
+    // A tile wholly past the causal limit of its last row is neither computed nor written:
+    // softmax.wgsl reads no score past a row's limit.
+    let last_row = p.row0 + min(origin.x + TM * WG_Y, p.rows) - 1u;
+    let past_causal = (p.flags & 4u) != 0u && i32(origin.y) > i32(last_row) + p.causal_offset;
+    var acc: array<vec4<f32>, 16>;
+    if !past_causal {
+        acc = gemm_tile(z, origin.x, origin.y, p.depth, lid);
+    }
+    if past_causal {
+        return;
+    }
     let hd = head_of(z, p.batch0, p.heads_q, p.group);
     for (var r = 0u; r < TM; r++) {
         let m = origin.x + TM * lid.y + r;

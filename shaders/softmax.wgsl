@@ -4,13 +4,19 @@
 // workgroup merges the pairs in a tree and every invocation writes its share.
 // A row whose every score is -inf (fully masked) has no maximum: it becomes all zeros,
 // never NaN. A row with a NaN or +inf score has no meaningful distribution: it becomes all
-// NaN, and no other row is touched. float.wgsl (prepended) has the float helpers.
+// NaN, and no other row is touched. Under a causal mask a row reads only the keys it may see
+// (qk.wgsl leaves tiles wholly past the limit unwritten) and writes zeros past them.
+// float.wgsl (prepended) has the float helpers.
 
 override WG: u32 = 128u;
 
 struct Params {
     rows: u32,
     cols: u32,
+    block_rows: u32,    // query rows per (batch, head) in the block: row r is query row0 + r % block_rows
+    row0: u32,
+    causal: u32,        // 1: row l sees keys s <= l + causal_offset only
+    causal_offset: i32,
     _pad0: u32,
     _pad1: u32,
 }
@@ -41,12 +47,17 @@ fn main(
     let row = wg.y * groups.x + wg.x;
     let in_range = row < p.rows;
     let base = row * p.cols;
+    var visible = p.cols;
+    if p.causal != 0u {
+        let l = p.row0 + row % p.block_rows;
+        visible = u32(clamp(i32(l) + p.causal_offset + 1, 0, i32(p.cols)));
+    }
 
     var m = neg_inf();
     var s = 0.0;
     var bad = 0u;
     if in_range {
-        for (var i = t; i < p.cols; i += WG) {
+        for (var i = t; i < visible; i += WG) {
             let x = scores[base + i];
             if poisons_row(x) {
                 bad = 1u;
@@ -79,7 +90,7 @@ fn main(
             var prob = 0.0;
             if row_bad {
                 prob = nan();
-            } else if !is_neg_inf(row_max) {
+            } else if i < visible && !is_neg_inf(row_max) {
                 prob = exp(scores[base + i] - row_max) * inv_sum;
             }
             scores[base + i] = prob;

@@ -158,23 +158,18 @@ pub(crate) enum CorePlan {
 }
 
 /// What a core plan is made for: the attention weights (`Some(averaged)` when the caller
-/// wants them, which only the three-pass path produces), whether it is causal, and how its
-/// operands and result are stored.
+/// wants them, which only the three-pass path produces), and how its operands and result
+/// are stored.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct CoreNeeds {
     pub weights: Option<bool>,
-    pub causal: bool,
     pub storage: Storage,
 }
 
 impl CorePlan {
     /// Resolves `path` for a core of `dims` with `needs`.
     pub fn new(gpu: &Gpu, dims: &CoreDims, path: AttentionPath, needs: CoreNeeds) -> Result<Self> {
-        let CoreNeeds {
-            weights,
-            causal,
-            storage,
-        } = needs;
+        let CoreNeeds { weights, storage } = needs;
         gpu.check_dtype(storage.operands())?;
         let fused = || -> Result<Self> {
             let limits = gpu.limits();
@@ -229,10 +224,11 @@ impl CorePlan {
             (AttentionPath::Auto, None) => {
                 let fused_fits = dims.heads_q * dims.batch <= MAX_GROUPS as usize;
                 // Even where three passes are tuned faster, the fused kernel wins where it
-                // skips work they do: causal (key blocks past the diagonal are never visited;
-                // 1.5× on lavapipe at L=2048) and a few query rows against many keys, as in
-                // decoding (three passes fill 64-row tiles; 3.6× on lavapipe at L=1, S=4096).
-                let fused_skips_work = causal || dims.len_q <= 4;
+                // skips work they do: a few query rows against many keys, as in decoding
+                // (three passes fill 64-row tiles; 5× on lavapipe at L=1, S=4096). Causal
+                // calls follow the preference: both paths skip the tiles past the diagonal
+                // (lavapipe, L=2048: three passes 590 ms, fused 804 ms).
+                let fused_skips_work = dims.len_q <= 4;
                 if fused_fits && (gpu.kernels().tuning.prefer_fused || fused_skips_work) {
                     fused().or_else(|_| three_pass())
                 } else if fused_fits {
@@ -320,11 +316,22 @@ pub(crate) fn record_core<'k>(
         causal_offset,
         masks: core.masks,
     };
+    let values = av::Values {
+        dims: *dims,
+        v: core.v,
+        out: core.out,
+        causal_offset,
+    };
     let (h, l, s) = (dims.heads_q as u64, dims.len_q as u64, dims.len_kv as u64);
     for block in plan.blocks(dims) {
         qk::record(batch, kernels, &matmuls.qk, &scores_args, block, scores);
-        let rows_in_block = block.batch_count * dims.heads_q as u32 * block.rows;
-        softmax::record(batch, kernels, rows_in_block, s as u32, scores);
+        softmax::record(
+            batch,
+            kernels,
+            (block, dims.heads_q as u32),
+            (s as u32, causal_offset),
+            scores,
+        );
         if let Some(target) = core.weights {
             let (b0, bc, r0, rows) = (
                 block.batch0 as u64,
@@ -365,15 +372,13 @@ pub(crate) fn record_core<'k>(
                 }
             }
         }
-        let av_kernel = matmuls.av_for(core.storage);
         av::record(
             batch,
             kernels,
-            av_kernel,
-            dims,
+            matmuls.av_for(core.storage),
+            &values,
             block,
             scores,
-            (&core.v, &core.out),
         );
     }
     Ok(())

@@ -291,7 +291,6 @@ impl MultiHeadAttention {
         };
         let needs = CoreNeeds {
             weights: p.need_weights.then_some(p.average_attn_weights),
-            causal: p.causal.is_some(),
             storage: Storage::inner(dtype),
         };
         let plan = CorePlan::new(gpu, d, opts.path, needs)?;

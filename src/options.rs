@@ -29,8 +29,9 @@ impl Causal {
 /// Which algorithm computes the attention core.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum AttentionPath {
-    /// Fused unless the caller asks for attention weights (or the device cannot run the fused
-    /// kernel for this head size).
+    /// Three passes when the caller asks for attention weights; otherwise what the adapter's
+    /// tuning prefers (GPUs: fused; CPU adapters: three passes, except for decode-like calls
+    /// of at most four query rows), falling back to the other path where one cannot run.
     #[default]
     Auto,
     /// QKᵀ → softmax → P·V as three kernels over blocks of the score matrix; the only path

@@ -102,7 +102,6 @@ impl PreparedSdpa {
         bytes += bytes_of_f32(out_len);
         let needs = CoreNeeds {
             weights: None,
-            causal: problem.causal.is_some(),
             storage: Storage::last(opts.dtype),
         };
         let plan = CorePlan::new(gpu, &d, opts.path, needs)?;

@@ -561,3 +561,79 @@ fn non_finite_inputs_stay_where_they_belong() {
         }
     }
 }
+
+/// Causal three-pass calls skip the score tiles wholly past the diagonal (not computed, not
+/// written; softmax reads no score past a row's limit) and stop each P·V tile at its last
+/// row's limit. Long enough for whole tiles to be skipped at two tile sizes, with weights
+/// (zeros past the diagonal), masks, both alignments and row blocks that start mid-sequence.
+#[test]
+fn causal_three_pass_skips_tiles_past_the_diagonal() {
+    let mut rng = rng();
+    for tiles in [None, Some((8, 8, 16))] {
+        let tuning = match tiles {
+            None => gpu().tuning(),
+            Some((wg_x, wg_y, bk)) => Tuning {
+                gemm: tuning::GemmTiles { wg_x, wg_y, bk },
+                ..gpu().tuning()
+            },
+        };
+        let gpu = gpu().with_tuning(tuning).unwrap();
+        // Blocks of a few dozen query rows: most start mid-sequence.
+        gpu.set_memory_budget(64 << 10);
+        // (L, S): square; more keys than queries; fewer.
+        for (l, s) in [(300, 300), (200, 520), (260, 90)] {
+            let q = random(&mut rng, &[2, 3, l, 16], 1.0);
+            let k = random(&mut rng, &[2, 3, s, 16], 1.0);
+            let v = random(&mut rng, &[2, 3, s, 8], 1.0);
+            let mask = random_float_mask(&mut rng, &[2, 1, l, s]);
+            for causal in [Causal::TopLeft, Causal::BottomRight] {
+                for attn_mask in [None, Some(&mask)] {
+                    let opts = SdpaOptions {
+                        causal: Some(causal),
+                        attn_mask,
+                        path: AttentionPath::ThreePass,
+                        ..Default::default()
+                    };
+                    let label = format!(
+                        "{tiles:?} L{l} S{s} {causal:?} mask {}",
+                        attn_mask.is_some()
+                    );
+                    let prepared = PreparedSdpa::prepare(&gpu, &q, &k, &v, &opts).unwrap();
+                    poison(&gpu, prepared.output_buffer());
+                    prepared.run().unwrap();
+                    let got = prepared.read().unwrap();
+                    let want = reference::sdpa(&q, &k, &v, &opts).unwrap();
+                    let (rtol, atol) = tolerance(&want);
+                    assert_close(&label, &got, &want, rtol, atol);
+                }
+            }
+        }
+    }
+    // Weights through the MHA module: probabilities past the diagonal are exact zeros.
+    let config = MhaConfig::new(16, 2).with_batch_first(true);
+    let weights = MhaWeights::random(&config, &mut rng);
+    let mha = MultiHeadAttention::new(&gpu(), config, &weights).unwrap();
+    let x = random(&mut rng, &[1, 300, 16], 1.0);
+    let opts = MhaOptions {
+        causal: Some(Causal::TopLeft),
+        need_weights: true,
+        average_attn_weights: false,
+        path: AttentionPath::ThreePass,
+        ..Default::default()
+    };
+    check_mha_path(
+        "MHA L300 causal, per-head weights",
+        &mha,
+        &weights,
+        (&x, &x, &x),
+        &opts,
+    );
+    let got = mha.forward(&x, &x, &x, &opts).unwrap();
+    let w = got.attn_weights.unwrap();
+    for h in 0..2 {
+        for l in 0..300 {
+            let row = &w.data[(h * 300 + l) * 300..(h * 300 + l + 1) * 300];
+            assert!(row[l + 1..].iter().all(|&p| p == 0.0), "head {h} row {l}");
+        }
+    }
+}

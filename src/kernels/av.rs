@@ -16,9 +16,21 @@ pub(crate) struct Params {
     group: u32,
     batch0: u32,
     row0: u32,
-    _pad0: u32,
+    causal: u32,
     v: [u32; 4],
     o: [u32; 4],
+    causal_offset: i32,
+    _pad: [u32; 3],
+}
+
+/// Inputs of the P·V kernel besides the probabilities.
+pub(crate) struct Values<'a> {
+    pub dims: CoreDims,
+    pub v: HeadView<'a>,
+    pub out: HeadView<'a>,
+    /// `Some(offset)`: key `s` visible from row `l` iff `s <= l + offset`; the kernel stops
+    /// each tile's product at its last row's limit.
+    pub causal_offset: Option<i32>,
 }
 
 /// Records `out[block] = probs · V` for `block` with `kernel` (an `av` pipeline of the
@@ -27,11 +39,11 @@ pub(crate) fn record<'k>(
     batch: &mut Batch<'k>,
     kernels: &'k Kernels,
     kernel: &'k Kernel,
-    dims: &CoreDims,
+    values: &Values,
     block: Block,
     probs: &wgpu::Buffer,
-    (v, out): (&HeadView, &HeadView),
 ) {
+    let (dims, v, out) = (&values.dims, &values.v, &values.out);
     let params = Params {
         rows: block.rows,
         cols: dims.head_dim_v as u32,
@@ -40,9 +52,11 @@ pub(crate) fn record<'k>(
         group: dims.group() as u32,
         batch0: block.batch0,
         row0: block.row0,
-        _pad0: 0,
+        causal: values.causal_offset.is_some() as u32,
         v: [v.offset, v.stride_b, v.stride_h, v.stride_l],
         o: [out.offset, out.stride_b, out.stride_h, out.stride_l],
+        causal_offset: values.causal_offset.unwrap_or(0),
+        _pad: [0; 3],
     };
     let groups = [
         (dims.head_dim_v as u32).div_ceil(kernels.tuning.av_tiles().tile_cols()),

@@ -2,7 +2,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{Kernels, spread};
+use super::{Block, Kernels, spread};
 use crate::batch::Batch;
 
 #[repr(C)]
@@ -10,23 +10,33 @@ use crate::batch::Batch;
 pub(crate) struct Params {
     rows: u32,
     cols: u32,
+    block_rows: u32,
+    row0: u32,
+    causal: u32,
+    causal_offset: i32,
     _pad: [u32; 2],
 }
 
-/// Records the softmax of `rows` rows of `cols` scores each.
+/// Records the softmax of the scores of `block` (its batches × `heads` × rows, `cols` keys
+/// each); under `causal_offset` each row reads only the keys it may see and zeros the rest.
 pub(crate) fn record<'k>(
     batch: &mut Batch<'k>,
     kernels: &'k Kernels,
-    rows: u32,
-    cols: u32,
+    (block, heads): (Block, u32),
+    (cols, causal_offset): (u32, Option<i32>),
     scores: &wgpu::Buffer,
 ) {
+    let rows = block.batch_count * heads * block.rows;
     let [x, y] = spread(rows);
     batch.dispatch(
         &kernels.softmax,
         &Params {
             rows,
             cols,
+            block_rows: block.rows,
+            row0: block.row0,
+            causal: causal_offset.is_some() as u32,
+            causal_offset: causal_offset.unwrap_or(0),
             _pad: [0; 2],
         },
         &[scores],
