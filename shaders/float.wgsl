@@ -28,3 +28,9 @@ fn all_finite(v: vec4<f32>) -> bool {
     let exponent = bitcast<vec4<u32>>(v) & vec4<u32>(0x7f800000u);
     return all(exponent != vec4<u32>(0x7f800000u));
 }
+
+// acc + a·b, or acc untouched when a is exactly 0 (so a non-finite b cannot reach it); the
+// same fma as the fast path otherwise, so both round alike.
+fn fma_unless_zero(a: f32, b: vec4<f32>, acc: vec4<f32>) -> vec4<f32> {
+    return select(fma(vec4<f32>(a), b, acc), acc, a == 0.0);
+}

@@ -390,8 +390,8 @@ fn main(
                 let v0 = kv_tile[c * KV_VEC + 2u * lid.x];
                 let v1 = kv_tile[c * KV_VEC + 2u * lid.x + 1u];
                 for (var r = 0u; r < 4u; r++) {
-                    acc[2u * r] = select(fma(vec4<f32>(pr[r]), v0, acc[2u * r]), acc[2u * r], pr[r] == 0.0);
-                    acc[2u * r + 1u] = select(fma(vec4<f32>(pr[r]), v1, acc[2u * r + 1u]), acc[2u * r + 1u], pr[r] == 0.0);
+                    acc[2u * r] = fma_unless_zero(pr[r], v0, acc[2u * r]);
+                    acc[2u * r + 1u] = fma_unless_zero(pr[r], v1, acc[2u * r + 1u]);
                 }
             }
         }
