@@ -35,8 +35,12 @@ struct Params {
 const B_N_CONTIGUOUS: bool = true; // V[s, j] runs along j, the output column
 const SKIP_ZERO_A: bool = true; // a masked key (probability 0) never touches a row
 
+// Keys this workgroup's tile reads: all, or under a causal mask those before its last row's
+// limit (softmax.wgsl writes no further). Set by main.
+var<private> keys_end: u32;
+
 fn load_a(z: u32, m: u32, s: u32) -> f32 {
-    if m < p.rows && s < p.depth {
+    if m < p.rows && s < keys_end {
         return probs[(z * p.rows + m) * p.depth + s];
     }
     return 0.0;
@@ -62,6 +66,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         let last_row = p.row0 + min(origin.x + TM * WG_Y, p.rows) - 1u;
         keys = u32(clamp(i32(last_row) + p.causal_offset + 1, 0, i32(p.depth)));
     }
+    keys_end = keys;
     var acc = gemm_tile(z, origin.x, origin.y, keys, lid);
     let hd = head_of(z, p.batch0, p.heads_q, p.group);
     let base = p.o_offset + hd.batch * p.o_stride_b + hd.head_q * p.o_stride_h;

@@ -5,7 +5,8 @@
 // A row whose every score is -inf (fully masked) has no maximum: it becomes all zeros,
 // never NaN. A row with a NaN or +inf score has no meaningful distribution: it becomes all
 // NaN, and no other row is touched. Under a causal mask a row reads only the keys it may see
-// (qk.wgsl leaves tiles wholly past the limit unwritten) and writes zeros past them.
+// (qk.wgsl leaves tiles wholly past the limit unwritten) and writes zeros past them — only
+// as far as P·V reads (the limit of the row's P·V tile) unless the weights are wanted.
 // float.wgsl (prepended) has the float helpers.
 
 override WG: u32 = 128u;
@@ -17,7 +18,7 @@ struct Params {
     row0: u32,
     causal: u32,        // 1: row l sees keys s <= l + causal_offset only
     causal_offset: i32,
-    _pad0: u32,
+    read_rows: u32,     // causal, no weights: P·V reads rows in tiles of this many (0: all written)
     _pad1: u32,
 }
 
@@ -51,6 +52,13 @@ fn main(
     if p.causal != 0u {
         let l = p.row0 + row % p.block_rows;
         visible = u32(clamp(i32(l) + p.causal_offset + 1, 0, i32(p.cols)));
+    }
+    // Past `written` nothing reads the row: P·V stops each tile at its last row's limit.
+    var written = p.cols;
+    if p.causal != 0u && p.read_rows != 0u {
+        let m = row % p.block_rows;
+        let tile_last = min((m / p.read_rows + 1u) * p.read_rows, p.block_rows) - 1u;
+        written = u32(clamp(i32(p.row0 + tile_last) + p.causal_offset + 1, 0, i32(p.cols)));
     }
 
     var m = neg_inf();
@@ -86,7 +94,7 @@ fn main(
     let inv_sum = 1.0 / part_sum[0];
     let row_bad = part_bad[0] != 0u;
     if in_range {
-        for (var i = t; i < p.cols; i += WG) {
+        for (var i = t; i < written; i += WG) {
             var prob = 0.0;
             if row_bad {
                 prob = nan();

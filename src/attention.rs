@@ -329,7 +329,7 @@ pub(crate) fn record_core<'k>(
             batch,
             kernels,
             (block, dims.heads_q as u32),
-            (s as u32, causal_offset),
+            (s as u32, causal_offset, core.weights.is_some()),
             scores,
         );
         if let Some(target) = core.weights {

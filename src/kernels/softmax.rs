@@ -14,16 +14,18 @@ pub(crate) struct Params {
     row0: u32,
     causal: u32,
     causal_offset: i32,
-    _pad: [u32; 2],
+    read_rows: u32,
+    _pad: u32,
 }
 
 /// Records the softmax of the scores of `block` (its batches × `heads` × rows, `cols` keys
-/// each); under `causal_offset` each row reads only the keys it may see and zeros the rest.
+/// each); under `causal_offset` each row reads only the keys it may see and zeros the rest —
+/// all of it when `weights` (they are copied out), else as far as P·V reads.
 pub(crate) fn record<'k>(
     batch: &mut Batch<'k>,
     kernels: &'k Kernels,
     (block, heads): (Block, u32),
-    (cols, causal_offset): (u32, Option<i32>),
+    (cols, causal_offset, weights): (u32, Option<i32>, bool),
     scores: &wgpu::Buffer,
 ) {
     let rows = block.batch_count * heads * block.rows;
@@ -37,7 +39,12 @@ pub(crate) fn record<'k>(
             row0: block.row0,
             causal: causal_offset.is_some() as u32,
             causal_offset: causal_offset.unwrap_or(0),
-            _pad: [0; 2],
+            read_rows: if weights {
+                0
+            } else {
+                kernels.tuning.av_tiles().tile_rows()
+            },
+            _pad: 0,
         },
         &[scores],
         [x, y, 1],
