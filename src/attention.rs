@@ -451,6 +451,8 @@ pub(crate) fn scoped<T>(
     let oom = pollster::block_on(oom.pop());
     gpu.check_alive()?;
     if let Some(e) = validation.or(oom) {
+        // A buffer whose creation failed keeps its size and usage: never hand it out again.
+        gpu.release_idle_buffers();
         // wgpu invalidates a lost device's objects before its loss callback runs: give the
         // callback its chance, so a lost device reads as DeviceLost, not a validation error.
         gpu.device().poll(wgpu::PollType::Poll).ok();

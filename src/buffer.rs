@@ -76,7 +76,9 @@ impl Pool {
             buffer: Some(buffer),
             pool: self.clone(),
             // A mappable buffer is reusable only once its read has unmapped it.
-            reusable: !usage.contains(wgpu::BufferUsages::MAP_READ),
+            reusable: std::sync::atomic::AtomicBool::new(
+                !usage.contains(wgpu::BufferUsages::MAP_READ),
+            ),
         }
     }
 
@@ -117,14 +119,23 @@ impl Pool {
 pub struct Pooled {
     buffer: Option<wgpu::Buffer>,
     pool: Arc<Pool>,
-    /// Whether it may go back to the pool (a staging buffer: once read and unmapped).
-    reusable: bool,
+    /// Whether it may go back to the pool: not a staging buffer until read and unmapped,
+    /// never one lent to the caller.
+    reusable: std::sync::atomic::AtomicBool,
 }
 
 impl Pooled {
     /// Marks a staging buffer as read and unmapped, so it may be reused.
     pub(crate) fn mark_unmapped(&mut self) {
-        self.reusable = true;
+        *self.reusable.get_mut() = true;
+    }
+
+    /// The buffer, for a caller that may keep a handle to it past this loan (results kept
+    /// on the GPU): it will not go back to the pool.
+    pub(crate) fn lend(&self) -> &wgpu::Buffer {
+        self.reusable
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        self
     }
 }
 
@@ -139,7 +150,7 @@ impl std::ops::Deref for Pooled {
 impl Drop for Pooled {
     fn drop(&mut self) {
         if let Some(buffer) = self.buffer.take()
-            && self.reusable
+            && *self.reusable.get_mut()
         {
             self.pool.give(buffer);
         }

@@ -373,9 +373,10 @@ impl PreparedMha<'_> {
     }
 
     /// The `attn_output` buffer (`out_shape`, caller's layout), for callers that keep results
-    /// on the GPU.
+    /// on the GPU. A buffer handed out here is the caller's to keep: it does not return to the
+    /// device's pool of reusable buffers when this call is dropped.
     pub fn output_buffer(&self) -> &wgpu::Buffer {
-        &self.out
+        self.out.lend()
     }
 
     /// The algorithm this forward's attention core runs.
@@ -390,9 +391,10 @@ impl PreparedMha<'_> {
         self.plan.key_splits()
     }
 
-    /// The attention weights buffer, when the forward was prepared with `need_weights`.
+    /// The attention weights buffer, when the forward was prepared with `need_weights` (the
+    /// caller's to keep, as with [`output_buffer`](Self::output_buffer)).
     pub fn weights_buffer(&self) -> Option<&wgpu::Buffer> {
-        self.weights.as_deref()
+        self.weights.as_ref().map(|w| w.lend())
     }
 
     /// Shape of `attn_output`.

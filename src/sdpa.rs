@@ -148,9 +148,11 @@ impl PreparedSdpa {
         self.bytes
     }
 
-    /// The output buffer, `[B, Hq, L, dv]` row-major.
+    /// The output buffer, `[B, Hq, L, dv]` row-major. A buffer handed out here is the
+    /// caller's to keep: it does not return to the device's pool of reusable buffers when
+    /// this call is dropped.
     pub fn output_buffer(&self) -> &wgpu::Buffer {
-        &self.out
+        self.out.lend()
     }
 
     /// Records and submits the kernels and waits for them: one submit.

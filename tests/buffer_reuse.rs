@@ -119,3 +119,48 @@ fn concurrent_calls_share_the_pool_safely() {
         "{created} buffers for 80 calls"
     );
 }
+
+/// Reads `len` f32 values of `buffer` back through a staging copy.
+fn read_buffer(gpu: &Gpu, buffer: &wgpu::Buffer, len: usize) -> Vec<f32> {
+    let size = (len * 4) as u64;
+    let staging = gpu.device().create_buffer(&wgpu::BufferDescriptor {
+        label: Some("test readback"),
+        size,
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    let mut encoder = gpu
+        .device()
+        .create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
+    encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, size);
+    gpu.queue().submit([encoder.finish()]);
+    staging.map_async(wgpu::MapMode::Read, .., |r| r.unwrap());
+    gpu.device()
+        .poll(wgpu::PollType::wait_indefinitely())
+        .unwrap();
+    let data = bytemuck::cast_slice(&staging.get_mapped_range(..).unwrap()).to_vec();
+    staging.unmap();
+    data
+}
+
+/// An output buffer handed to the caller stays the caller's: dropping the prepared call
+/// does not let the next same-shape call write into it.
+#[test]
+fn a_lent_output_buffer_is_never_reused() {
+    let gpu = fresh_gpu();
+    let mut rng = rng();
+    let q = random(&mut rng, &[1, 2, 13, 8], 1.0);
+    let prepared = PreparedSdpa::prepare(&gpu, &q, &q, &q, &Default::default()).unwrap();
+    prepared.run().unwrap();
+    let kept = prepared.output_buffer().clone();
+    let want = prepared.read().unwrap();
+    drop(prepared);
+    let before = gpu.buffers_created();
+    for _ in 0..3 {
+        let other = random(&mut rng, &[1, 2, 13, 8], 1.0);
+        scaled_dot_product_attention(&gpu, &other, &other, &other, &Default::default()).unwrap();
+    }
+    assert_eq!(read_buffer(&gpu, &kept, want.numel()), want.data);
+    // The first of those calls made a new output buffer in place of the lent one.
+    assert!(gpu.buffers_created() > before);
+}
