@@ -35,6 +35,21 @@ struct Params {
 const B_N_CONTIGUOUS: bool = true; // V[s, j] runs along j, the output column
 const SKIP_ZERO_A: bool = true; // a masked key (probability 0) never touches a row
 
+// Whether the staged slab of V (by parity) holds a non-finite value.
+var<workgroup> v_nonfinite: array<atomic<u32>, 2>;
+
+fn slab_flag_clear(parity: u32) {
+    atomicStore(&v_nonfinite[parity], 0u);
+}
+
+fn slab_flag_set(parity: u32) {
+    atomicOr(&v_nonfinite[parity], 1u);
+}
+
+fn slab_flag_get(parity: u32) -> bool {
+    return atomicLoad(&v_nonfinite[parity]) != 0u;
+}
+
 // Keys this workgroup's tile reads: all, or under a causal mask those before its last row's
 // limit (softmax.wgsl writes no further). Set by main.
 var<private> keys_end: u32;

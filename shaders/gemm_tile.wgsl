@@ -15,6 +15,10 @@
 //   const SKIP_ZERO_A: bool                      an A element of exactly 0 contributes
 //                                                nothing, even against a non-finite B
 //                                                (P·V: masked keys never touch a row)
+//   fn slab_flag_clear(parity: u32)              with SKIP_ZERO_A, two flags in workgroup
+//   fn slab_flag_set(parity: u32)                memory saying whether the staged B slab
+//   fn slab_flag_get(parity: u32) -> bool        holds a non-finite element (no-ops
+//                                                without: no workgroup memory spent)
 
 override WG_X: u32 = 16u; // invocations along n
 override WG_Y: u32 = 16u; // invocations along m
@@ -27,10 +31,6 @@ const TN: u32 = 8u;
 // Staged slabs, k-major: tile_a[kk * 2·WG_Y + i] holds A rows 4i..4i+3 at depth kk.
 var<workgroup> tile_a: array<vec4<f32>, BK * WG_Y * 2u>;
 var<workgroup> tile_b: array<vec4<f32>, BK * WG_X * 2u>;
-// SKIP_ZERO_A: whether the staged B slab holds a non-finite element, one flag per slab
-// parity (each is cleared while the other slab is in use), so the products take the careful
-// route only for slabs that need it instead of testing B at every step.
-var<workgroup> b_nonfinite: array<atomic<u32>, 2>;
 
 // The 8 × 8 accumulator block of invocation `lid` in the tile at (row0, col0) of batch z,
 // over depth `depth`: element (r, c) is acc[2r + c / 4][c % 4], C[row0 + 8·lid.y + r,
@@ -41,10 +41,13 @@ fn gemm_tile(z: u32, row0: u32, col0: u32, depth: u32, lid: vec3<u32>) -> array<
     let bm = TM * WG_Y;
     let bn = TN * WG_X;
     var acc: array<vec4<f32>, 16>;
+    // SKIP_ZERO_A: one slab flag per parity (each cleared while the other slab is in use),
+    // so the products take the careful route only for slabs that need it instead of testing
+    // B at every step.
     if SKIP_ZERO_A {
         if invocation == 0u {
-            atomicStore(&b_nonfinite[0], 0u);
-            atomicStore(&b_nonfinite[1], 0u);
+            slab_flag_clear(0u);
+            slab_flag_clear(1u);
         }
         workgroupBarrier();
     }
@@ -70,17 +73,17 @@ fn gemm_tile(z: u32, row0: u32, col0: u32, depth: u32, lid: vec3<u32>) -> array<
             }
             let b = load_b(z, k0 + kk, col0 + nn);
             if SKIP_ZERO_A && !all_finite(vec4<f32>(b)) {
-                atomicOr(&b_nonfinite[parity], 1u);
+                slab_flag_set(parity);
             }
             tile_b[kk * 2u * WG_X + nn / 4u][nn % 4u] = b;
         }
         workgroupBarrier();
         var careful = false;
         if SKIP_ZERO_A {
-            careful = atomicLoad(&b_nonfinite[parity]) != 0u;
+            careful = slab_flag_get(parity);
             // The next slab's flag: nobody sets it before the barrier that ends this one.
             if invocation == 0u {
-                atomicStore(&b_nonfinite[1u - parity], 0u);
+                slab_flag_clear(1u - parity);
             }
         }
 

@@ -26,6 +26,13 @@ struct Params {
 const B_N_CONTIGUOUS: bool = false; // W[n, k] runs along k
 const SKIP_ZERO_A: bool = false;
 
+// No slab flags: SKIP_ZERO_A is false.
+fn slab_flag_clear(parity: u32) {}
+fn slab_flag_set(parity: u32) {}
+fn slab_flag_get(parity: u32) -> bool {
+    return false;
+}
+
 fn load_a(z: u32, m: u32, k: u32) -> f32 {
     if m < p.rows && k < p.depth {
         return f32(x[p.x_offset + m * p.x_row_stride + k]);

@@ -45,6 +45,13 @@ struct Params {
 const B_N_CONTIGUOUS: bool = false; // K[s, i] runs along i, the depth
 const SKIP_ZERO_A: bool = false;
 
+// No slab flags: SKIP_ZERO_A is false.
+fn slab_flag_clear(parity: u32) {}
+fn slab_flag_set(parity: u32) {}
+fn slab_flag_get(parity: u32) -> bool {
+    return false;
+}
+
 fn load_a(z: u32, m: u32, i: u32) -> f32 {
     if m < p.rows && i < p.depth {
         let hd = head_of(z, p.batch0, p.heads_q, p.group);

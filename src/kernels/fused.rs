@@ -195,14 +195,16 @@ impl Variant {
     }
 
     /// Bytes of workgroup memory: staged queries, staged keys/values, the block of
-    /// probabilities, six per-row statistics, three per-invocation partials, one flag.
+    /// probabilities, six per-row statistics, three per-invocation partials, and three
+    /// scalar flags (each variable counts rounded up to 16 bytes, as WebGPU counts them).
     pub fn workgroup_bytes(&self) -> u32 {
+        let rounded = |bytes: u32| bytes.next_multiple_of(16);
         self.rows() * self.d_vec * 16
             + self.bc * self.kv_vec() * 16
             + self.bc * self.wg_y * 16
-            + 6 * self.rows() * 4
-            + 3 * self.invocations() * 4
-            + 4
+            + 6 * rounded(self.rows() * 4)
+            + 3 * rounded(self.invocations() * 4)
+            + 3 * 16
     }
 
     /// Whether the device can run this class; the error says which limit stops it.
