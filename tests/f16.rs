@@ -14,12 +14,6 @@ use wgpu_mha::*;
 
 const PATHS: [AttentionPath; 2] = [AttentionPath::ThreePass, AttentionPath::Fused];
 
-fn poison(gpu: &Gpu, buffer: &wgpu::Buffer) {
-    let nan = vec![f32::NAN; (buffer.size() / 4) as usize];
-    gpu.queue()
-        .write_buffer(buffer, 0, bytemuck::cast_slice(&nan));
-}
-
 /// Asserts the f16-storage tolerance: `rtol` and `atol · max(1, max|want|)` of
 /// `check::tolerance(Dtype::F16)`.
 fn assert_close_f16(what: &str, got: &Tensor, want: &Tensor) -> f32 {

@@ -9,13 +9,6 @@ use rand::Rng;
 use rand::rngs::StdRng;
 use wgpu_mha::*;
 
-/// Fills a GPU buffer with NaN.
-fn poison(gpu: &Gpu, buffer: &wgpu::Buffer) {
-    let nan = vec![f32::NAN; (buffer.size() / 4) as usize];
-    gpu.queue()
-        .write_buffer(buffer, 0, bytemuck::cast_slice(&nan));
-}
-
 /// One MHA forward on every GPU path that can serve it (fused only without weights), with
 /// poisoned outputs, checked against the reference.
 fn check_mha(

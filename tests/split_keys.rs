@@ -22,12 +22,6 @@ fn splitting_gpu() -> Gpu {
     .expect("adapter (install mesa-vulkan-drivers)")
 }
 
-fn poison(gpu: &Gpu, buffer: &wgpu::Buffer) {
-    let nan = vec![f32::NAN; (buffer.size() / 4) as usize];
-    gpu.queue()
-        .write_buffer(buffer, 0, bytemuck::cast_slice(&nan));
-}
-
 /// Runs SDPA fused with split keys (asserting that it split), poisoned output; returns the
 /// output and the reference's.
 fn split_sdpa(

@@ -19,6 +19,13 @@ pub fn gpu() -> Gpu {
     .clone()
 }
 
+/// Fills a GPU buffer with NaN, so an element a kernel fails to write shows.
+pub fn poison(gpu: &Gpu, buffer: &wgpu::Buffer) {
+    let nan = vec![f32::NAN; (buffer.size() / 4) as usize];
+    gpu.queue()
+        .write_buffer(buffer, 0, bytemuck::cast_slice(&nan));
+}
+
 /// A fresh generator; the seed is printed so a failure can be replayed with TEST_SEED.
 pub fn rng() -> StdRng {
     let seed = std::env::var("TEST_SEED")
