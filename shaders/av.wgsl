@@ -78,7 +78,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     // probabilities are exact zeros, so the product stops there.
     var keys = p.depth;
     if p.causal != 0u {
-        let last_row = p.row0 + min(origin.x + TM * WG_Y, p.rows) - 1u;
+        let last_row = p.row0 + tile_last_row(origin, p.rows);
         keys = u32(clamp(i32(last_row) + p.causal_offset + 1, 0, i32(p.depth)));
     }
     keys_end = keys;

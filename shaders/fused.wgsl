@@ -17,7 +17,9 @@
 //      invocation owns a 4 × 8 block of O (rows × value columns) in registers, rescales it
 //      and adds P·V for the block — three vec4 reads feed thirty-two multiply-adds.
 // Key blocks wholly past the causal limit of every row of the query block are never
-// visited.
+// visited. Rows that see no key at all end with l = 0 and are written as zeros; rows with a
+// NaN or +inf score are written as NaN; a key of probability 0 contributes nothing even
+// when its value is not finite — the same rules as the three-pass path and the reference.
 //
 // Split keys (flash-decoding), for calls with too few query blocks × heads to fill the
 // device: `mode` 1 gives workgroup (x, y, z) only the keys y·split_len .. (y+1)·split_len
@@ -25,12 +27,12 @@
 // `partial`; fused_combine.wgsl merges the splits. A split that met a non-finite value
 // flags its query block, since whether that value's key counts (probability ≥ f32's
 // smallest normal) depends on the row's global maximum: mode 2 then recomputes just the
-// flagged blocks whole, and the combine leaves them alone. Mode 0 is the whole kernel. Rows that see no key at all end with l = 0 and are written as zeros; rows with a
-// NaN or +inf score are written as NaN; a key of probability 0 contributes nothing even
-// when its value is not finite — the same rules as the three-pass path and the reference.
+// flagged blocks whole, and the combine leaves them alone. Mode 0 is the whole kernel.
+//
 // A storage prelude (storage_*.wgsl) names the element types of Q/K/V (`Elem`) and of O
-// (`Out`); float.wgsl and heads.wgsl (prepended) supply the float helpers and map z to
-// (batch, head). Arithmetic is f32 whatever the storage.
+// (`Out`); float.wgsl, heads.wgsl and masks.wgsl (prepended) supply the float helpers, map
+// z to (batch, head) and mask a score as qk.wgsl does. Arithmetic is f32 whatever the
+// storage.
 
 override WG_X: u32 = 8u;    // invocations along value columns (8 each): ceil(dv / 8) rounded up, ≥ 4
 override D_VEC: u32 = 16u;  // vec4s of one staged query row: ceil(d / 4), rounded up
@@ -286,27 +288,7 @@ fn main(
                 if s < p.cols {
                     for (var r = 0u; r < 4u; r++) {
                         let l = min(l0 + rg * 4u + r, p.rows - 1u);
-                        var x = sc[r][c];
-                        // Blocked (causal, or a mask entry of -inf) is -inf outright.
-                        var blocked = causal && i32(s) > i32(l) + p.causal_offset;
-                        if (p.flags & 1u) != 0u {
-                            let m = mask0[hd.batch * p.mask0_stride_b
-                                + hd.head_q * p.mask0_stride_h + l * p.mask0_stride_l
-                                + s * p.mask0_stride_s];
-                            blocked = blocked || is_neg_inf(m);
-                            x += m;
-                        }
-                        if (p.flags & 2u) != 0u {
-                            let m = mask1[hd.batch * p.mask1_stride_b
-                                + hd.head_q * p.mask1_stride_h + l * p.mask1_stride_l
-                                + s * p.mask1_stride_s];
-                            blocked = blocked || is_neg_inf(m);
-                            x += m;
-                        }
-                        if blocked {
-                            x = neg_inf();
-                        }
-                        col[r] = x;
+                        col[r] = masked_score(sc[r][c], hd, l, s);
                     }
                 }
                 p_tile[(kg * 4u + c) * WG_Y + rg] = col;

@@ -146,6 +146,11 @@ fn tile_origin(wg: vec3<u32>) -> vec2<u32> {
     return vec2<u32>(wg.y * TM * WG_Y, wg.x * TN * WG_X);
 }
 
+// The last of a tile's rows that exist, of `rows` (under a causal mask it sees the most keys).
+fn tile_last_row(origin: vec2<u32>, rows: u32) -> u32 {
+    return min(origin.x + TM * WG_Y, rows) - 1u;
+}
+
 // Element (r, c) of an invocation's accumulator block.
 fn acc_at(acc: ptr<function, array<vec4<f32>, 16>>, r: u32, c: u32) -> f32 {
     return (*acc)[2u * r + c / 4u][c % 4u];

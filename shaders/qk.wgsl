@@ -4,7 +4,8 @@
 // Masks are additive float tensors placed on the [B, H, L, S] grid by strides (0 =
 // broadcast); causal masking compares positions and needs no tensor. Q and K are stored as
 // `Elem` (storage_*.wgsl); scores and arithmetic are f32.
-// The tiling lives in gemm_tile.wgsl; heads.wgsl maps z to (batch, head).
+// The tiling lives in gemm_tile.wgsl; heads.wgsl maps z to (batch, head); masks.wgsl
+// applies the masks and the causal limit.
 
 struct Params {
     rows: u32,          // query rows in this block (M)
@@ -76,7 +77,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     let z = wg.z;
     // A tile wholly past the causal limit of its last row is neither computed nor written:
     // softmax.wgsl reads no score past a row's limit.
-    let last_row = p.row0 + min(origin.x + TM * WG_Y, p.rows) - 1u;
+    let last_row = p.row0 + tile_last_row(origin, p.rows);
     let past_causal = (p.flags & 4u) != 0u && i32(origin.y) > i32(last_row) + p.causal_offset;
     var acc: array<vec4<f32>, 16>;
     if !past_causal {
@@ -97,25 +98,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
             if s >= p.cols {
                 break;
             }
-            var v = acc_at(&acc, r, c) * p.scale;
-            // A blocked position (causal, or a mask entry of -inf) is -inf outright, so a
-            // non-finite key never reaches a row that may not attend to it.
-            var blocked = (p.flags & 4u) != 0u && i32(s) > i32(l) + p.causal_offset;
-            if (p.flags & 1u) != 0u {
-                let m = mask0[hd.batch * p.mask0_stride_b + hd.head_q * p.mask0_stride_h
-                    + l * p.mask0_stride_l + s * p.mask0_stride_s];
-                blocked = blocked || is_neg_inf(m);
-                v += m;
-            }
-            if (p.flags & 2u) != 0u {
-                let m = mask1[hd.batch * p.mask1_stride_b + hd.head_q * p.mask1_stride_h
-                    + l * p.mask1_stride_l + s * p.mask1_stride_s];
-                blocked = blocked || is_neg_inf(m);
-                v += m;
-            }
-            if blocked {
-                v = neg_inf();
-            }
+            let v = masked_score(acc_at(&acc, r, c) * p.scale, hd, l, s);
             scores[(z * p.rows + m) * p.cols + s] = v;
         }
     }

@@ -53,8 +53,8 @@ pub(crate) fn record<'k>(
         batch0: block.batch0,
         row0: block.row0,
         causal: values.causal_offset.is_some() as u32,
-        v: [v.offset, v.stride_b, v.stride_h, v.stride_l],
-        o: [out.offset, out.stride_b, out.stride_h, out.stride_l],
+        v: v.params(),
+        o: out.params(),
         causal_offset: values.causal_offset.unwrap_or(0),
         _pad: [0; 3],
     };

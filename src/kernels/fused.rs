@@ -12,7 +12,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{HeadView, Kernel, Kernels, Storage, mask_params, shader_source};
+use super::{Kernel, Kernels, Storage, mask_params, shader_source};
 use crate::attention::Core;
 use crate::batch::Batch;
 use crate::buffer::Pooled;
@@ -270,10 +270,6 @@ pub(crate) fn build(device: &wgpu::Device, variant: Variant, storage: Storage) -
     )
 }
 
-fn view(v: &HeadView) -> [u32; 4] {
-    [v.offset, v.stride_b, v.stride_h, v.stride_l]
-}
-
 /// Records the fused core `f` over every batch, head and row: one launch of `kernel` (built
 /// for the core's class), or with `split` three — the splits, their merge, and the
 /// recomputation of flagged query blocks. `causal_offset` is `f.causal` resolved for its
@@ -297,10 +293,10 @@ pub(crate) fn record<'k>(
         group: d.group() as u32,
         flags,
         splits: split.map_or(1, |s| s.splits),
-        q: view(&f.q),
-        k: view(&f.k),
-        v: view(&f.v),
-        o: view(&f.out),
+        q: f.q.params(),
+        k: f.k.params(),
+        v: f.v.params(),
+        o: f.out.params(),
         scale: f.scale,
         causal_offset: causal_offset.unwrap_or(0),
         split_len: split.map_or(0, |s| s.split_len),
@@ -344,7 +340,7 @@ pub(crate) fn record<'k>(
         heads_q: d.heads_q as u32,
         group: d.group() as u32,
         _pad0: 0,
-        o: view(&f.out),
+        o: f.out.params(),
     };
     batch.dispatch(
         &split.combine,

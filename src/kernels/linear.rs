@@ -63,8 +63,8 @@ pub(crate) fn record<'k>(
     };
     let bias = l.bias.map_or(&kernels.placeholder, |b| b.buffer);
     let groups = [
-        l.cols.div_ceil(kernels.tiles.tile_cols()),
-        l.rows.div_ceil(kernels.tiles.tile_rows()),
+        l.cols.div_ceil(kernels.tuning.gemm.tile_cols()),
+        l.rows.div_ceil(kernels.tuning.gemm.tile_rows()),
         1,
     ];
     batch.dispatch(

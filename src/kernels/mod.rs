@@ -17,7 +17,8 @@ pub use crate::tuning::{GemmTiles, Tuning, av_tiles};
 /// WGSL sources. Kernels are compositions: for kernels with operands a storage prelude
 /// (`storage_*.wgsl`: the element types of operands and result), float helpers
 /// (`float.wgsl`), for the matrix products the shared tiled core (`gemm_tile.wgsl`), the head
-/// indexing of attention (`heads.wgsl`), and the kernel itself, which supplies the loads and
+/// indexing of attention (`heads.wgsl`), the masking of scores (`masks.wgsl`, for QKᵀ and
+/// the fused kernel), and the kernel itself, which supplies the loads and
 /// the epilogue. WGSL has no include; concatenation is it.
 mod source {
     pub const STORAGE_F32: &str = include_str!("../../shaders/storage_f32.wgsl");
@@ -26,6 +27,7 @@ mod source {
     pub const FLOAT: &str = include_str!("../../shaders/float.wgsl");
     pub const GEMM_TILE: &str = include_str!("../../shaders/gemm_tile.wgsl");
     pub const HEADS: &str = include_str!("../../shaders/heads.wgsl");
+    pub const MASKS: &str = include_str!("../../shaders/masks.wgsl");
     pub const LINEAR: &str = include_str!("../../shaders/linear.wgsl");
     pub const QK: &str = include_str!("../../shaders/qk.wgsl");
     pub const AV: &str = include_str!("../../shaders/av.wgsl");
@@ -97,6 +99,7 @@ pub fn shader_source(name: &str, storage: Storage) -> Option<String> {
             source::FLOAT,
             source::GEMM_TILE,
             source::HEADS,
+            source::MASKS,
             source::QK,
         ]
         .concat(),
@@ -110,7 +113,14 @@ pub fn shader_source(name: &str, storage: Storage) -> Option<String> {
         .concat(),
         "softmax" => [source::FLOAT, source::SOFTMAX].concat(),
         "head_mean" => source::HEAD_MEAN.to_string(),
-        "fused" => [prelude, source::FLOAT, source::HEADS, source::FUSED].concat(),
+        "fused" => [
+            prelude,
+            source::FLOAT,
+            source::HEADS,
+            source::MASKS,
+            source::FUSED,
+        ]
+        .concat(),
         "fused_combine" => [prelude, source::FLOAT, source::HEADS, source::FUSED_COMBINE].concat(),
         _ => return None,
     })
@@ -337,7 +347,6 @@ impl Matmuls {
 /// opened, the f16 ones and each fused class on first use.
 pub(crate) struct Kernels {
     pub tuning: Tuning,
-    pub tiles: GemmTiles,
     pub softmax: Kernel,
     pub head_mean: Kernel,
     /// Bound where an optional input (bias, mask) is absent.
@@ -356,11 +365,9 @@ pub(crate) struct Kernels {
 impl Kernels {
     pub fn new(device: &wgpu::Device, tuning: Tuning) -> crate::Result<Self> {
         tuning.check(&device.limits())?;
-        let tiles = tuning.gemm;
         let source = |name| shader_source(name, Storage::F32).expect("known kernel");
         Ok(Self {
             tuning,
-            tiles,
             softmax: Kernel::new(
                 device,
                 "softmax",
@@ -456,6 +463,13 @@ pub(crate) struct HeadView<'a> {
     pub stride_b: u32,
     pub stride_h: u32,
     pub stride_l: u32,
+}
+
+impl HeadView<'_> {
+    /// `[offset, stride_b, stride_h, stride_l]`, as the kernels' parameter blocks hold it.
+    pub fn params(&self) -> [u32; 4] {
+        [self.offset, self.stride_b, self.stride_h, self.stride_l]
+    }
 }
 
 /// An additive float mask on the `[B, H, L, S]` grid (strides in elements, 0 = broadcast).

@@ -26,10 +26,6 @@ pub(crate) struct Params {
     _pad: [u32; 2],
 }
 
-fn view(v: &HeadView) -> [u32; 4] {
-    [v.offset, v.stride_b, v.stride_h, v.stride_l]
-}
-
 /// Inputs of the scores kernel.
 pub(crate) struct Scores<'a> {
     pub dims: CoreDims,
@@ -62,8 +58,8 @@ pub(crate) fn record<'k>(
         batch0: block.batch0,
         row0: block.row0,
         flags,
-        q: view(&s.q),
-        k: view(&s.k),
+        q: s.q.params(),
+        k: s.k.params(),
         scale: s.scale,
         causal_offset: s.causal_offset.unwrap_or(0),
         mask0,
@@ -72,8 +68,8 @@ pub(crate) fn record<'k>(
     };
     let mask = |i: usize| s.masks[i].map_or(&kernels.placeholder, |m| m.buffer);
     let groups = [
-        (d.len_kv as u32).div_ceil(kernels.tiles.tile_cols()),
-        block.rows.div_ceil(kernels.tiles.tile_rows()),
+        (d.len_kv as u32).div_ceil(kernels.tuning.gemm.tile_cols()),
+        block.rows.div_ceil(kernels.tuning.gemm.tile_rows()),
         block.batch_count * d.heads_q as u32,
     ];
     batch.dispatch(
