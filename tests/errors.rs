@@ -53,21 +53,7 @@ fn mha_err(
     let gpu = MultiHeadAttention::new(&gpu(), config, weights)
         .and_then(|mha| mha.forward(query, key, value, opts));
     let cpu = reference::mha_forward(&config, weights, query, key, value, opts);
-    let (g, c) = match (gpu, cpu) {
-        (Err(g), Err(c)) => (g, c),
-        (g, c) => panic!(
-            "expected both to fail; GPU: {:?}, reference: {:?}",
-            g.err(),
-            c.err()
-        ),
-    };
-    assert_eq!(
-        std::mem::discriminant(&g),
-        std::mem::discriminant(&c),
-        "GPU {g:?} vs reference {c:?}"
-    );
-    assert_eq!(g.to_string(), c.to_string(), "GPU vs reference message");
-    Err(g)
+    both_fail_alike(gpu, cpu)
 }
 
 /// Runs SDPA on the GPU and through the reference; both must fail alike. Returns the GPU
@@ -75,6 +61,16 @@ fn mha_err(
 fn sdpa_err(query: &Tensor, key: &Tensor, value: &Tensor, opts: &SdpaOptions) -> Result<()> {
     let gpu = scaled_dot_product_attention(&gpu(), query, key, value, opts);
     let cpu = reference::sdpa(query, key, value, opts);
+    both_fail_alike(gpu, cpu)
+}
+
+/// Asserts that the GPU and the reference both failed, with the same variant and message;
+/// returns the GPU error (as `Err`).
+#[track_caller]
+fn both_fail_alike<G: std::fmt::Debug, C: std::fmt::Debug>(
+    gpu: Result<G>,
+    cpu: Result<C>,
+) -> Result<()> {
     let (g, c) = match (gpu, cpu) {
         (Err(g), Err(c)) => (g, c),
         (g, c) => panic!(
@@ -830,18 +826,6 @@ fn bool_tensor_where_f32_is_expected() {
         "in_proj_weight",
         "BOOL",
     );
-}
-
-/// A safetensors file by hand: header length, JSON header, data.
-fn raw_safetensors(header: &str, data: &[u8]) -> Vec<u8> {
-    let mut header = header.as_bytes().to_vec();
-    while !header.len().is_multiple_of(8) {
-        header.push(b' ');
-    }
-    let mut out = (header.len() as u64).to_le_bytes().to_vec();
-    out.extend(header);
-    out.extend_from_slice(data);
-    out
 }
 
 #[test]

@@ -13,18 +13,7 @@ use wgpu_mha::io::{self, FileTensor, TensorMap};
 use wgpu_mha::weights::names;
 use wgpu_mha::{Error, MhaConfig, MhaWeights, Tensor};
 
-/// A file from its JSON header (padded with spaces to a multiple of 8, as writers do) and
-/// its data section.
-fn raw(header: &str, data: &[u8]) -> Vec<u8> {
-    let mut header = header.as_bytes().to_vec();
-    while !header.len().is_multiple_of(8) {
-        header.push(b' ');
-    }
-    let mut out = (header.len() as u64).to_le_bytes().to_vec();
-    out.extend(header);
-    out.extend_from_slice(data);
-    out
-}
+use common::raw_safetensors;
 
 /// A file whose length field says `n` whatever follows.
 fn with_len(n: u64, rest: &[u8]) -> Vec<u8> {
@@ -110,7 +99,7 @@ fn valid_files_round_trip_through_bytes_and_disk() {
     std::fs::remove_file(&path).ok();
 
     // Hand-written: metadata, padding, U8 read as bool (nonzero = true), scalar shape.
-    let bytes = raw(
+    let bytes = raw_safetensors(
         r#"{"__metadata__":{"format":"pt"},"s":{"dtype":"F32","shape":[],"data_offsets":[0,4]},"u":{"dtype":"U8","shape":[3],"data_offsets":[4,7]}}"#,
         &[0, 0, 128, 63, 0, 7, 1],
     );
@@ -132,7 +121,11 @@ fn valid_files_round_trip_through_bytes_and_disk() {
     std::fs::remove_file(&path).ok();
 
     // An empty file of tensors is valid.
-    assert!(io::parse_safetensors(&raw("{}", &[])).unwrap().is_empty());
+    assert!(
+        io::parse_safetensors(&raw_safetensors("{}", &[]))
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[test]
@@ -173,11 +166,27 @@ fn header_length_that_lies() {
 #[test]
 fn header_that_is_not_a_json_object() {
     refused("not UTF-8", &with_len(8, b"{\"\xff\":1} "), &["UTF-8"]);
-    refused("not JSON", &raw("{not json", &[]), &["invalid header"]);
-    refused("an array", &raw("[1, 2]", &[]), &["invalid header"]);
-    refused("a string", &raw("\"w\"", &[]), &["invalid header"]);
-    refused("null", &raw("null", &[]), &["invalid header"]);
-    refused("trailing garbage", &raw("{} x", &[]), &["invalid header"]);
+    refused(
+        "not JSON",
+        &raw_safetensors("{not json", &[]),
+        &["invalid header"],
+    );
+    refused(
+        "an array",
+        &raw_safetensors("[1, 2]", &[]),
+        &["invalid header"],
+    );
+    refused(
+        "a string",
+        &raw_safetensors("\"w\"", &[]),
+        &["invalid header"],
+    );
+    refused("null", &raw_safetensors("null", &[]), &["invalid header"]);
+    refused(
+        "trailing garbage",
+        &raw_safetensors("{} x", &[]),
+        &["invalid header"],
+    );
     refused(
         "NUL padding instead of spaces",
         &with_len(8, b"{}\0\0\0\0\0\0"),
@@ -185,27 +194,27 @@ fn header_that_is_not_a_json_object() {
     );
     refused(
         "entry is not an object",
-        &raw(r#"{"w": 3}"#, &[]),
+        &raw_safetensors(r#"{"w": 3}"#, &[]),
         &["invalid header"],
     );
     refused(
         "missing data_offsets",
-        &raw(r#"{"w":{"dtype":"F32","shape":[1]}}"#, &[0; 4]),
+        &raw_safetensors(r#"{"w":{"dtype":"F32","shape":[1]}}"#, &[0; 4]),
         &["data_offsets"],
     );
     refused(
         "missing shape",
-        &raw(r#"{"w":{"dtype":"F32","data_offsets":[0,4]}}"#, &[0; 4]),
+        &raw_safetensors(r#"{"w":{"dtype":"F32","data_offsets":[0,4]}}"#, &[0; 4]),
         &["shape"],
     );
     refused(
         "missing dtype",
-        &raw(r#"{"w":{"shape":[1],"data_offsets":[0,4]}}"#, &[0; 4]),
+        &raw_safetensors(r#"{"w":{"shape":[1],"data_offsets":[0,4]}}"#, &[0; 4]),
         &["dtype"],
     );
     refused(
         "three offsets",
-        &raw(
+        &raw_safetensors(
             r#"{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4,8]}}"#,
             &[0; 4],
         ),
@@ -213,7 +222,7 @@ fn header_that_is_not_a_json_object() {
     );
     refused(
         "metadata not strings",
-        &raw(r#"{"__metadata__":{"a":1}}"#, &[]),
+        &raw_safetensors(r#"{"__metadata__":{"a":1}}"#, &[]),
         &["invalid header"],
     );
     // Nesting deeper than serde_json's recursion limit is an error, not a stack overflow.
@@ -222,13 +231,17 @@ fn header_that_is_not_a_json_object() {
         "[".repeat(100_000),
         "]".repeat(100_000)
     );
-    refused("deep nesting", &raw(&deep, &[0; 4]), &["invalid header"]);
+    refused(
+        "deep nesting",
+        &raw_safetensors(&deep, &[0; 4]),
+        &["invalid header"],
+    );
 }
 
 #[test]
 fn offsets_that_lie() {
     let f = |offsets: &str, data: &[u8]| {
-        raw(
+        raw_safetensors(
             &format!(r#"{{"w":{{"dtype":"F32","shape":[2],"data_offsets":{offsets}}}}}"#),
             data,
         )
@@ -266,7 +279,7 @@ fn offsets_that_lie() {
     // Two tensors over the same bytes; a hole between two tensors.
     refused(
         "overlap",
-        &raw(
+        &raw_safetensors(
             r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#,
             &[0; 8],
         ),
@@ -274,7 +287,7 @@ fn offsets_that_lie() {
     );
     refused(
         "hole",
-        &raw(
+        &raw_safetensors(
             r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}}"#,
             &[0; 12],
         ),
@@ -294,7 +307,7 @@ fn offsets_that_lie() {
 #[test]
 fn absurd_shapes_are_refused_without_allocating() {
     let f = |dtype: &str, shape: &str, offsets: &str| {
-        raw(
+        raw_safetensors(
             &format!(r#"{{"w":{{"dtype":"{dtype}","shape":{shape},"data_offsets":{offsets}}}}}"#),
             &[0; 16],
         )
@@ -334,7 +347,7 @@ fn absurd_shapes_are_refused_without_allocating() {
         &["invalid header"],
     );
     // A zero anywhere makes the count zero, however large the other dimensions.
-    let zero = raw(
+    let zero = raw_safetensors(
         r#"{"w":{"dtype":"F32","shape":[0,18446744073709551615],"data_offsets":[0,0]}}"#,
         &[],
     );
@@ -355,7 +368,7 @@ fn unsupported_or_unknown_dtypes() {
         ("", 4),
         ("f32", 4),
     ] {
-        let bytes = raw(
+        let bytes = raw_safetensors(
             &format!(
                 r#"{{"half_weight":{{"dtype":"{dtype}","shape":[2],"data_offsets":[0,{}]}}}}"#,
                 2 * bytes
@@ -374,7 +387,7 @@ fn unsupported_or_unknown_dtypes() {
     }
     refused(
         "dtype not a string",
-        &raw(
+        &raw_safetensors(
             r#"{"w":{"dtype":4,"shape":[1],"data_offsets":[0,4]}}"#,
             &[0; 4],
         ),
@@ -384,7 +397,7 @@ fn unsupported_or_unknown_dtypes() {
     // header error, and sub-byte dtypes must fill whole bytes.
     refused(
         "F16 with offsets that lie",
-        &raw(
+        &raw_safetensors(
             r#"{"h":{"dtype":"F16","shape":[3],"data_offsets":[0,4]}}"#,
             &[0; 4],
         ),
@@ -392,7 +405,7 @@ fn unsupported_or_unknown_dtypes() {
     );
     refused(
         "three F4 values",
-        &raw(
+        &raw_safetensors(
             r#"{"h":{"dtype":"F4","shape":[3],"data_offsets":[0,2]}}"#,
             &[0; 2],
         ),
@@ -401,7 +414,7 @@ fn unsupported_or_unknown_dtypes() {
     // The metadata of a valid file with dtypes this crate does not read is still readable.
     let path = temp_file(
         "f16 metadata",
-        &raw(
+        &raw_safetensors(
             r#"{"__metadata__":{"k":"v"},"h":{"dtype":"F16","shape":[2],"data_offsets":[0,4]}}"#,
             &[0; 4],
         ),
@@ -414,7 +427,7 @@ fn unsupported_or_unknown_dtypes() {
     std::fs::remove_file(&path).ok();
     // A long hostile dtype is clipped in the message.
     let long = "X".repeat(1 << 20);
-    let err = io::parse_safetensors(&raw(
+    let err = io::parse_safetensors(&raw_safetensors(
         &format!(r#"{{"w":{{"dtype":"{long}","shape":[1],"data_offsets":[0,4]}}}}"#),
         &[0; 4],
     ))
@@ -431,7 +444,7 @@ fn unsupported_or_unknown_dtypes() {
 fn bool_bytes_other_than_0_or_1() {
     refused(
         "BOOL byte 2",
-        &raw(
+        &raw_safetensors(
             r#"{"m":{"dtype":"BOOL","shape":[3],"data_offsets":[0,3]}}"#,
             &[0, 1, 2],
         ),
@@ -445,7 +458,7 @@ fn duplicate_names() {
     // a valid file, with either meaning. Refused.
     refused(
         "duplicate tensor",
-        &raw(
+        &raw_safetensors(
             r#"{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"w":{"dtype":"BOOL","shape":[8],"data_offsets":[0,8]}}"#,
             &[0; 8],
         ),
@@ -453,7 +466,7 @@ fn duplicate_names() {
     );
     refused(
         "duplicate empty tensor",
-        &raw(
+        &raw_safetensors(
             r#"{"e":{"dtype":"F32","shape":[0],"data_offsets":[0,0]},"e":{"dtype":"F32","shape":[0],"data_offsets":[0,0]}}"#,
             &[],
         ),
@@ -461,19 +474,19 @@ fn duplicate_names() {
     );
     refused(
         "duplicate metadata",
-        &raw(r#"{"__metadata__":{},"__metadata__":{}}"#, &[]),
+        &raw_safetensors(r#"{"__metadata__":{},"__metadata__":{}}"#, &[]),
         &["\"__metadata__\" appears twice"],
     );
     refused(
         "duplicate metadata key",
-        &raw(r#"{"__metadata__":{"a":"1","a":"2"}}"#, &[]),
+        &raw_safetensors(r#"{"__metadata__":{"a":"1","a":"2"}}"#, &[]),
         &["\"a\" appears twice"],
     );
     // A megabyte-long duplicated name is clipped in the message.
     let long = "n".repeat(1 << 20);
     let msg = refused(
         "long duplicate",
-        &raw(
+        &raw_safetensors(
             &format!(
                 r#"{{"{long}":{{"dtype":"F32","shape":[0],"data_offsets":[0,0]}},"{long}":{{"dtype":"F32","shape":[0],"data_offsets":[0,0]}}}}"#
             ),
@@ -539,7 +552,7 @@ fn size_limit_and_huge_sparse_files() {
 
     // A sparse file far over the default limit (no disk used): refused on its size alone.
     let huge = dir.join("huge.safetensors");
-    let header = raw(
+    let header = raw_safetensors(
         r#"{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#,
         &[0; 8],
     );
@@ -653,11 +666,11 @@ fn apply(bytes: &mut Vec<u8>, m: &Mutation) {
 fn seed_file() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
         Just(io::serialize_safetensors(&good_map()).unwrap()),
-        Just(raw(
+        Just(raw_safetensors(
             r#"{"__metadata__":{"format":"pt"},"s":{"dtype":"F32","shape":[],"data_offsets":[0,4]},"u":{"dtype":"U8","shape":[3],"data_offsets":[4,7]}}"#,
             &[0, 0, 128, 63, 0, 7, 1],
         )),
-        Just(raw(
+        Just(raw_safetensors(
             r#"{"a":{"dtype":"F32","shape":[1,2],"data_offsets":[0,8]},"b":{"dtype":"BOOL","shape":[2,1],"data_offsets":[8,10]}}"#,
             &[0, 0, 0, 64, 0, 0, 128, 191, 1, 0],
         )),

@@ -36,15 +36,8 @@ fn check(what: &str, got: &Tensor, want: &Tensor) {
     assert_eq!(got.shape, want.shape, "{what}: shape");
     let (rtol, atol) = tolerance(want);
     for (i, (&g, &w)) in got.data.iter().zip(&want.data).enumerate() {
-        let ok = if w.is_nan() {
-            g.is_nan()
-        } else if w.is_infinite() {
-            g == w
-        } else {
-            (g - w).abs() <= atol + rtol * w.abs()
-        };
         assert!(
-            ok,
+            matches_nonfinite(g, w, rtol, atol),
             "{what}: element {i} of {:?}: got {g}, want {w}",
             want.shape
         );

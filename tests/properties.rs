@@ -50,15 +50,8 @@ fn compare(
     prop_assert_eq!(&got.shape, &want.shape, "{}: shape", what);
     let (rtol, atol) = tol.unwrap_or_else(|| tolerance(want));
     for (i, (&g, &w)) in got.data.iter().zip(&want.data).enumerate() {
-        let ok = if w.is_nan() {
-            g.is_nan()
-        } else if w.is_infinite() {
-            g == w
-        } else {
-            !g.is_nan() && (g - w).abs() <= atol + rtol * w.abs()
-        };
         prop_assert!(
-            ok,
+            matches_nonfinite(g, w, rtol, atol),
             "{}: element {} of shape {:?} (row {} of {}-wide rows): got {}, want {} (rtol {}, atol {})",
             what,
             i,

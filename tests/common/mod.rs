@@ -19,6 +19,32 @@ pub fn gpu() -> Gpu {
     .clone()
 }
 
+/// Whether `got` matches the reference's `want` where either may be non-finite: NaN exactly
+/// where the reference has NaN, infinities equal, finite values within
+/// `|got − want| ≤ atol + rtol·|want|`.
+pub fn matches_nonfinite(got: f32, want: f32, rtol: f32, atol: f32) -> bool {
+    if want.is_nan() {
+        got.is_nan()
+    } else if want.is_infinite() {
+        got == want
+    } else {
+        !got.is_nan() && (got - want).abs() <= atol + rtol * want.abs()
+    }
+}
+
+/// A safetensors file by hand: header length, the JSON header (padded with spaces to a
+/// multiple of 8, as writers do), then the data section.
+pub fn raw_safetensors(header: &str, data: &[u8]) -> Vec<u8> {
+    let mut header = header.as_bytes().to_vec();
+    while !header.len().is_multiple_of(8) {
+        header.push(b' ');
+    }
+    let mut out = (header.len() as u64).to_le_bytes().to_vec();
+    out.extend(header);
+    out.extend_from_slice(data);
+    out
+}
+
 /// Fills a GPU buffer with NaN, so an element a kernel fails to write shows.
 pub fn poison(gpu: &Gpu, buffer: &wgpu::Buffer) {
     let nan = vec![f32::NAN; (buffer.size() / 4) as usize];
