@@ -449,53 +449,38 @@ trait Prepared {
     fn allocated_bytes(&self) -> u64;
 }
 
-impl Prepared for PreparedMha<'_> {
-    fn run(&self) -> Result<()> {
-        PreparedMha::run(self)
-    }
-    fn run_kernel(&self, name: &str) -> Result<()> {
-        PreparedMha::run_kernel(self, name)
-    }
-    fn run_timed(&self) -> Result<RunTiming> {
-        PreparedMha::run_timed(self)
-    }
-    fn output(&self) -> Result<Tensor> {
-        Ok(self.read()?.attn_output)
-    }
-    fn path(&self) -> AttentionPath {
-        PreparedMha::path(self)
-    }
-    fn key_splits(&self) -> u32 {
-        PreparedMha::key_splits(self)
-    }
-    fn allocated_bytes(&self) -> u64 {
-        PreparedMha::allocated_bytes(self)
-    }
+/// Both prepared calls have these methods under the same names; only the output differs.
+macro_rules! prepared {
+    ($ty:ty, |$p:ident| $output:expr) => {
+        impl Prepared for $ty {
+            fn run(&self) -> Result<()> {
+                <$ty>::run(self)
+            }
+            fn run_kernel(&self, name: &str) -> Result<()> {
+                <$ty>::run_kernel(self, name)
+            }
+            fn run_timed(&self) -> Result<RunTiming> {
+                <$ty>::run_timed(self)
+            }
+            fn output(&self) -> Result<Tensor> {
+                let $p = self;
+                $output
+            }
+            fn path(&self) -> AttentionPath {
+                <$ty>::path(self)
+            }
+            fn key_splits(&self) -> u32 {
+                <$ty>::key_splits(self)
+            }
+            fn allocated_bytes(&self) -> u64 {
+                <$ty>::allocated_bytes(self)
+            }
+        }
+    };
 }
 
-impl Prepared for PreparedSdpa {
-    fn run(&self) -> Result<()> {
-        PreparedSdpa::run(self)
-    }
-    fn run_kernel(&self, name: &str) -> Result<()> {
-        PreparedSdpa::run_kernel(self, name)
-    }
-    fn run_timed(&self) -> Result<RunTiming> {
-        PreparedSdpa::run_timed(self)
-    }
-    fn output(&self) -> Result<Tensor> {
-        self.read()
-    }
-    fn path(&self) -> AttentionPath {
-        PreparedSdpa::path(self)
-    }
-    fn key_splits(&self) -> u32 {
-        PreparedSdpa::key_splits(self)
-    }
-    fn allocated_bytes(&self) -> u64 {
-        PreparedSdpa::allocated_bytes(self)
-    }
-}
+prepared!(PreparedMha<'_>, |p| Ok(p.read()?.attn_output));
+prepared!(PreparedSdpa, |p| p.read());
 
 /// What the timestamp queries said about a row.
 struct Timestamps {

@@ -36,6 +36,21 @@ impl From<PathArg> for AttentionPath {
     }
 }
 
+/// What `mha` and `sdpa` share: how the core runs and whether to check it.
+#[derive(Args, Debug)]
+pub struct CoreArgs {
+    /// Which algorithm computes the attention core.
+    #[arg(long, value_enum, default_value_t)]
+    path: PathArg,
+    /// Storage of inputs, weights and intermediates on the GPU (arithmetic is f32).
+    #[arg(long, value_enum, default_value_t)]
+    dtype: DtypeArg,
+    /// Compare with the CPU reference (run on the inputs as stored: rounded to f16 with
+    /// `--dtype f16`); exit 1 when out of tolerance.
+    #[arg(long)]
+    check: bool,
+}
+
 #[derive(Args, Debug)]
 pub struct MhaArgs {
     /// safetensors file: the weights by PyTorch's state-dict names, and `query`, optional
@@ -57,16 +72,8 @@ pub struct MhaArgs {
     /// Apply a causal mask.
     #[arg(long, value_enum)]
     causal: Option<CausalArg>,
-    /// Which algorithm computes the attention core.
-    #[arg(long, value_enum, default_value_t)]
-    path: PathArg,
-    /// Storage of inputs, weights and intermediates on the GPU (arithmetic is f32).
-    #[arg(long, value_enum, default_value_t)]
-    dtype: DtypeArg,
-    /// Compare with the CPU reference (run on the inputs as stored: rounded to f16 with
-    /// `--dtype f16`); exit 1 when out of tolerance.
-    #[arg(long)]
-    check: bool,
+    #[command(flatten)]
+    core: CoreArgs,
     /// Where to write `attn_output` (and `attn_output_weights`).
     #[arg(long)]
     output: PathBuf,
@@ -90,16 +97,8 @@ pub struct SdpaArgs {
     /// Grouped-query attention: Hq a multiple of Hkv.
     #[arg(long)]
     enable_gqa: bool,
-    /// Which algorithm computes the attention core.
-    #[arg(long, value_enum, default_value_t)]
-    path: PathArg,
-    /// Storage of inputs, weights and intermediates on the GPU (arithmetic is f32).
-    #[arg(long, value_enum, default_value_t)]
-    dtype: DtypeArg,
-    /// Compare with the CPU reference (run on the inputs as stored: rounded to f16 with
-    /// `--dtype f16`); exit 1 when out of tolerance.
-    #[arg(long)]
-    check: bool,
+    #[command(flatten)]
+    core: CoreArgs,
     /// Where to write `attn_output`.
     #[arg(long)]
     output: PathBuf,
@@ -198,7 +197,7 @@ pub fn mha(device: &DeviceArgs, args: &MhaArgs) -> Result<Outcome> {
         )
         .with_bias(weights_map.contains_key(wgpu_mha::weights::names::IN_PROJ_BIAS))
         .with_batch_first(args.batch_first)
-        .with_dtype(args.dtype.into());
+        .with_dtype(args.core.dtype.into());
     let weights = MhaWeights::from_tensors(&config, &weights_map, false)?;
     let opts = MhaOptions {
         key_padding_mask: key_padding_mask.as_ref(),
@@ -206,7 +205,7 @@ pub fn mha(device: &DeviceArgs, args: &MhaArgs) -> Result<Outcome> {
         causal: args.causal.map(Into::into),
         need_weights: args.need_weights,
         average_attn_weights: !args.per_head_weights,
-        path: args.path.into(),
+        path: args.core.path.into(),
     };
     // Absent key/value mean self-attention: pass the query itself (one packed projection).
     let key = key.as_ref().unwrap_or(&query);
@@ -217,7 +216,7 @@ pub fn mha(device: &DeviceArgs, args: &MhaArgs) -> Result<Outcome> {
     let out = mha.forward(&query, key, value, &opts)?;
 
     let mut outcome = Outcome::Pass;
-    if args.check {
+    if args.core.check {
         let dtype = config.dtype;
         let want = reference::mha_forward(
             &config,
@@ -281,13 +280,13 @@ pub fn sdpa(device: &DeviceArgs, args: &SdpaArgs) -> Result<Outcome> {
         causal,
         scale: args.scale,
         enable_gqa: args.enable_gqa,
-        path: args.path.into(),
-        dtype: args.dtype.into(),
+        path: args.core.path.into(),
+        dtype: args.core.dtype.into(),
     };
     let gpu = device.open()?;
     let out = scaled_dot_product_attention(&gpu, &query, &key, &value, &opts)?;
     let mut outcome = Outcome::Pass;
-    if args.check {
+    if args.core.check {
         let dtype = opts.dtype;
         let want = reference::sdpa(
             &query.rounded_to(dtype),
