@@ -58,8 +58,6 @@ fn forward(c: &mut Criterion, gpu: &Gpu) {
 
 fn main() {
     let mut c = common::criterion();
-    if let Some(gpu) = common::gpu() {
-        forward(&mut c, &gpu);
-    }
+    forward(&mut c, &common::gpu());
     c.final_summary();
 }

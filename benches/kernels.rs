@@ -53,8 +53,6 @@ fn kernels(c: &mut Criterion, gpu: &Gpu) {
 
 fn main() {
     let mut c = common::criterion();
-    if let Some(gpu) = common::gpu() {
-        kernels(&mut c, &gpu);
-    }
+    kernels(&mut c, &common::gpu());
     c.final_summary();
 }

@@ -47,17 +47,17 @@ pub const SIZES: [Size; 3] = [
     },
 ];
 
-/// The default adapter, or None (with a note) where there is none.
-pub fn gpu() -> Option<Gpu> {
+/// The default adapter. None is a failure, not an empty run: it says what to install.
+pub fn gpu() -> Gpu {
     match Gpu::new() {
         Ok(gpu) => {
             eprintln!("adapter: {}", gpu.adapter_info().name);
-            Some(gpu)
+            gpu
         }
-        Err(e) => {
-            eprintln!("no adapter, nothing to benchmark: {e}");
-            None
-        }
+        Err(e) => panic!(
+            "the benches need a wgpu adapter and found none: {e}\n\
+             On Debian/Ubuntu without a GPU: apt-get update && apt-get install -y mesa-vulkan-drivers"
+        ),
     }
 }
 
@@ -89,32 +89,10 @@ pub fn mha_options(path: AttentionPath) -> MhaOptions<'static> {
     }
 }
 
-/// Registers a TrueType font with plotters for criterion's report plots; false when none
-/// is found. The crate builds plotters with `ab_glyph` (pure Rust, no fontconfig), which
-/// draws text only with a registered font, and criterion's plots share that build.
-fn register_plot_font() -> bool {
-    let candidates: Vec<std::path::PathBuf> = match std::env::var_os("WGPU_MHA_FONT") {
-        Some(v) if v.is_empty() || v == "none" => return false,
-        Some(v) => vec![v.into()],
-        None => [
-            "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-            "/usr/share/fonts/dejavu-sans-fonts/DejaVuSans.ttf",
-            "/usr/share/fonts/TTF/DejaVuSans.ttf",
-            "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
-            "/System/Library/Fonts/Supplemental/Arial.ttf",
-            "C:\\Windows\\Fonts\\arial.ttf",
-        ]
-        .map(Into::into)
-        .to_vec(),
-    };
-    candidates.iter().any(|path| {
-        std::fs::read(path).is_ok_and(|bytes| {
-            let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
-            plotters::style::register_font("sans-serif", plotters::style::FontStyle::Normal, bytes)
-                .is_ok()
-        })
-    })
-}
+/// The plot font lookup of the CLI's sweep plots; criterion's report plots use the same
+/// plotters build, which draws text only with a registered font.
+#[path = "../../src/cli/font.rs"]
+mod font;
 
 /// Ten samples, short warm-up and measurement: a few seconds per benchmark. Command-line
 /// flags (`--sample-size`, `--measurement-time`, a filter) still override. Report plots
@@ -124,7 +102,7 @@ pub fn criterion() -> Criterion {
         .sample_size(10)
         .warm_up_time(Duration::from_millis(300))
         .measurement_time(Duration::from_secs(2));
-    let c = if register_plot_font() {
+    let c = if font::sans_serif().is_some() {
         c
     } else {
         eprintln!("no TrueType font found (WGPU_MHA_FONT): criterion reports without plots");

@@ -1,6 +1,7 @@
 //! The subcommands of the `wgpu-mha` binary.
 
 pub mod bench;
+pub mod font;
 pub mod info;
 pub mod run;
 pub mod sweep;

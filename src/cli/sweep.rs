@@ -8,7 +8,6 @@
 //! series are named on the terminal instead.
 
 use std::path::{Path as FsPath, PathBuf};
-use std::sync::OnceLock;
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -247,43 +246,6 @@ fn series(rows: &[Row]) -> Vec<Series> {
     out
 }
 
-/// Registers a TrueType font for the plots' text, once; its path, or None when none was
-/// found (`WGPU_MHA_FONT=none` forces that).
-fn font() -> Option<&'static PathBuf> {
-    static FONT: OnceLock<Option<PathBuf>> = OnceLock::new();
-    FONT.get_or_init(|| {
-        let candidates: Vec<PathBuf> = match std::env::var_os("WGPU_MHA_FONT") {
-            Some(v) if v.is_empty() || v == "none" => return None,
-            Some(v) => vec![PathBuf::from(v)],
-            None => [
-                // Debian/Ubuntu fonts-dejavu-core, Fedora, Arch
-                "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-                "/usr/share/fonts/dejavu-sans-fonts/DejaVuSans.ttf",
-                "/usr/share/fonts/dejavu/DejaVuSans.ttf",
-                "/usr/share/fonts/TTF/DejaVuSans.ttf",
-                "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
-                "/usr/share/fonts/liberation-sans/LiberationSans-Regular.ttf",
-                "/usr/share/fonts/truetype/freefont/FreeSans.ttf",
-                "/System/Library/Fonts/Supplemental/Arial.ttf",
-                "/Library/Fonts/Arial.ttf",
-                "C:\\Windows\\Fonts\\arial.ttf",
-                "C:\\Windows\\Fonts\\segoeui.ttf",
-            ]
-            .map(PathBuf::from)
-            .to_vec(),
-        };
-        candidates.into_iter().find(|path| {
-            let Ok(bytes) = std::fs::read(path) else {
-                return false;
-            };
-            // plotters keeps fonts for the life of the process; this happens once.
-            let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
-            plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).is_ok()
-        })
-    })
-    .as_ref()
-}
-
 fn plot_err(e: impl std::fmt::Display) -> Error {
     Error::Config(format!("drawing the sweep plot: {e}"))
 }
@@ -300,7 +262,7 @@ fn plot(
         path: dir.display().to_string(),
         source,
     })?;
-    let font = font().cloned();
+    let font = super::font::sans_serif().cloned();
     let text = font.is_some();
     let series = series(rows);
     let stem: String = name
