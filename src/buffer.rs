@@ -199,17 +199,38 @@ pub(crate) fn upload(gpu: &Gpu, label: &str, data: &[f32]) -> Pooled {
 }
 
 /// A storage buffer holding `data` stored as `dtype` (f16: rounded to nearest; must fit one
-/// binding: checked by the caller).
-pub(crate) fn upload_as(gpu: &Gpu, label: &str, data: &[f32], dtype: Dtype) -> Pooled {
+/// binding: checked by the caller). `Err(OutOfRange)` names the first finite value the
+/// dtype cannot hold: nothing is silently turned into infinity.
+pub(crate) fn upload_as(gpu: &Gpu, label: &str, data: &[f32], dtype: Dtype) -> Result<Pooled> {
     match dtype {
-        Dtype::F32 => upload(gpu, label, data),
+        Dtype::F32 => Ok(upload(gpu, label, data)),
         Dtype::F16 => {
+            let max = half::f16::MAX.to_f32();
+            // Values that round to ±65504 are fine; past the rounding midpoint they overflow.
+            if let Some((index, &value)) = data
+                .iter()
+                .enumerate()
+                .find(|(_, x)| x.is_finite() && half::f16::from_f32(**x).is_infinite())
+            {
+                return Err(Error::OutOfRange {
+                    tensor: label.to_string(),
+                    index,
+                    value,
+                    dtype: dtype.name(),
+                    max,
+                });
+            }
             let mut halves: Vec<half::f16> = data.iter().map(|&x| half::f16::from_f32(x)).collect();
             // Buffer writes move whole 4-byte words.
             if halves.len() % 2 == 1 {
                 halves.push(half::f16::ZERO);
             }
-            upload_bytes(gpu, label, bytemuck::cast_slice(&halves), STORAGE)
+            Ok(upload_bytes(
+                gpu,
+                label,
+                bytemuck::cast_slice(&halves),
+                STORAGE,
+            ))
         }
     }
 }

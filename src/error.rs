@@ -44,6 +44,19 @@ pub enum Error {
         got: String,
     },
 
+    /// A finite value that the storage dtype cannot hold (beyond ±65504 for f16): refused
+    /// rather than stored as infinity.
+    #[error(
+        "{tensor}: element {index} is {value}, beyond what {dtype} storage holds (±{max}); store it as f32"
+    )]
+    OutOfRange {
+        tensor: String,
+        index: usize,
+        value: f32,
+        dtype: &'static str,
+        max: f32,
+    },
+
     /// A size that must be positive is zero.
     #[error("{what} must be greater than zero")]
     ZeroSize { what: &'static str },

@@ -110,7 +110,7 @@ impl MultiHeadAttention {
         scoped(gpu, "uploading weights", || {
             let up = |name: &str, data: &[f32]| -> Result<Pooled> {
                 check_binding(gpu, name, bytes_of(data.len(), config.dtype))?;
-                Ok(buffer::upload_as(gpu, name, data, config.dtype))
+                buffer::upload_as(gpu, name, data, config.dtype)
             };
             let in_proj = match &weights.in_proj {
                 InProjWeight::Packed(w) => GpuInProj::Packed(up("in_proj_weight", w)?),
@@ -201,7 +201,7 @@ impl MultiHeadAttention {
             let size = bytes_of(t.numel(), dtype);
             check_binding(gpu, name, size)?;
             bytes += size;
-            Ok(buffer::upload_as(gpu, name, &t.data, dtype))
+            buffer::upload_as(gpu, name, &t.data, dtype)
         };
         // Self-attention (PyTorch checks `query is key is value`): one input, one projection.
         let same = |a: &Tensor, b: &Tensor| std::ptr::eq(a.data.as_ptr(), b.data.as_ptr());

@@ -49,8 +49,9 @@ pub enum Dtype {
     /// f32 storage: the default.
     #[default]
     F32,
-    /// f16 storage of inputs, weights and intermediates (rounded to nearest on upload;
-    /// beyond ±65504 they become infinite). Half the memory and the bytes moved; needs an
+    /// f16 storage of inputs, weights and intermediates (rounded to nearest on upload; a
+    /// finite input or weight beyond ±65504 is refused with
+    /// [`Error::OutOfRange`](crate::Error::OutOfRange)). Half the memory and the bytes moved; needs an
     /// adapter that grants `SHADER_F16`, else calls fail with
     /// [`Error::Unsupported`](crate::Error::Unsupported).
     F16,

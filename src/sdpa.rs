@@ -90,7 +90,7 @@ impl PreparedSdpa {
             let size = bytes_of(t.numel(), opts.dtype);
             check_binding(gpu, name, size)?;
             bytes += size;
-            Ok(buffer::upload_as(gpu, name, &t.data, opts.dtype))
+            buffer::upload_as(gpu, name, &t.data, opts.dtype)
         };
         let (q, k, v) = (
             upload("query", query)?,

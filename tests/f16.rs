@@ -277,3 +277,52 @@ fn f16_without_the_feature_is_a_typed_error() {
     let (rtol, atol) = tolerance(&want);
     assert_close("f32 on the same device", &out, &want, rtol, atol);
 }
+
+/// A finite input or weight beyond f16's range is refused with a typed error naming it and
+/// the element, never stored as infinity; values that round to ±65504, and inputs that are
+/// already non-finite, are stored.
+#[test]
+fn values_beyond_f16_are_refused_by_name() {
+    let gpu = f16_gpu();
+    let mut rng = rng();
+    let f16 = SdpaOptions {
+        dtype: Dtype::F16,
+        ..Default::default()
+    };
+    let q = random(&mut rng, &[1, 2, 4, 8], 1.0);
+    let mut big = q.clone();
+    big.data[13] = -1.0e5;
+    let err = scaled_dot_product_attention(&gpu, &q, &big, &q, &f16).unwrap_err();
+    match &err {
+        Error::OutOfRange {
+            tensor,
+            index,
+            value,
+            dtype,
+            ..
+        } => {
+            assert_eq!(
+                (tensor.as_str(), *index, *value, *dtype),
+                ("key", 13, -1.0e5, "f16")
+            );
+        }
+        other => panic!("expected OutOfRange, got {other:?}"),
+    }
+    assert!(err.to_string().contains("65504"), "{err}");
+    // The same call in f32 storage is fine.
+    scaled_dot_product_attention(&gpu, &q, &big, &q, &Default::default()).unwrap();
+    // 65519 rounds to 65504; a NaN stays NaN: both stored.
+    let mut edge = q.clone();
+    edge.data[0] = 65519.0;
+    edge.data[1] = f32::NAN;
+    scaled_dot_product_attention(&gpu, &q, &q, &edge, &f16).unwrap();
+
+    let config = MhaConfig::new(8, 2).with_dtype(Dtype::F16);
+    let mut weights = MhaWeights::random(&config, &mut rng);
+    weights.out_proj_weight[5] = 7.0e4;
+    let err = MultiHeadAttention::new(&gpu, config, &weights).unwrap_err();
+    assert!(
+        matches!(&err, Error::OutOfRange { tensor, index: 5, .. } if tensor == "out_proj.weight"),
+        "{err:?}"
+    );
+}
