@@ -127,8 +127,10 @@ fn mha_good_inputs_work() {
     let w = weights(&c);
     let (q, k, v) = qkv();
     let mha = MultiHeadAttention::new(&gpu(), c, &w).unwrap();
-    mha.forward(&q, &k, &v, &MhaOptions::default()).unwrap();
-    reference::mha_forward(&c, &w, &q, &k, &v, &MhaOptions::default()).unwrap();
+    let got = mha.forward(&q, &k, &v, &MhaOptions::default()).unwrap();
+    let want = reference::mha_forward(&c, &w, &q, &k, &v, &MhaOptions::default()).unwrap();
+    let (rtol, atol) = tolerance(&want.attn_output);
+    assert_close("baseline", &got.attn_output, &want.attn_output, rtol, atol);
 }
 
 #[test]
