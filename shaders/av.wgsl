@@ -1,36 +1,12 @@
 // Output of one block of query rows: O = P · V for every head of the block's batches, where
 // P is the block's softmax probabilities. O is written straight into the concatenated
 // [B, L, E]-style buffer (head h is a column offset), so concatenating heads costs nothing.
-// The tiling lives in gemm_tile.wgsl; heads.wgsl maps z to (batch, head).
+// The tiling lives in gemm_tile.wgsl; heads.wgsl maps z to (batch, head); av_params.wgsl
+// holds the parameter block.
 // Operands are stored as `Elem`, the result as `Out` (storage_*.wgsl); arithmetic is f32.
 
-struct Params {
-    rows: u32,        // query rows in this block (M)
-    cols: u32,        // value head size (N = dv)
-    depth: u32,       // keys (K = S)
-    heads_q: u32,
-    group: u32,
-    batch0: u32,
-    row0: u32,
-    causal: u32,        // 1: keys past causal_offset + the tile's last row have probability 0
-    v_offset: u32,
-    v_stride_b: u32,
-    v_stride_h: u32,
-    v_stride_s: u32,
-    o_offset: u32,
-    o_stride_b: u32,
-    o_stride_h: u32,
-    o_stride_l: u32,
-    causal_offset: i32,
-    _pad1: u32,
-    _pad2: u32,
-    _pad3: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> probs: array<f32>;
 @group(0) @binding(2) var<storage, read> v: array<Elem>;
-@group(0) @binding(3) var<storage, read_write> o: array<Out>;
 
 const B_N_CONTIGUOUS: bool = true; // V[s, j] runs along j, the output column
 const SKIP_ZERO_A: bool = true; // a masked key (probability 0) never touches a row

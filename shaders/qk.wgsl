@@ -5,43 +5,10 @@
 // broadcast); causal masking compares positions and needs no tensor. Q and K are stored as
 // `Elem` (storage_*.wgsl); scores and arithmetic are f32.
 // The tiling lives in gemm_tile.wgsl; heads.wgsl maps z to (batch, head); masks.wgsl
-// applies the masks and the causal limit.
+// applies the masks and the causal limit; qk_params.wgsl holds the parameter block.
 
-struct Params {
-    rows: u32,          // query rows in this block (M)
-    cols: u32,          // keys (N = S)
-    depth: u32,         // head size (K = d)
-    heads_q: u32,
-    group: u32,         // query heads per key/value head
-    batch0: u32,        // first batch of the block
-    row0: u32,          // first query row of the block
-    flags: u32,         // bit 0: mask0, bit 1: mask1, bit 2: causal
-    q_offset: u32,
-    q_stride_b: u32,
-    q_stride_h: u32,
-    q_stride_l: u32,
-    k_offset: u32,
-    k_stride_b: u32,
-    k_stride_h: u32,
-    k_stride_s: u32,
-    scale: f32,
-    causal_offset: i32, // key s is visible from row l iff s <= l + causal_offset
-    mask0_stride_b: u32,
-    mask0_stride_h: u32,
-    mask0_stride_l: u32,
-    mask0_stride_s: u32,
-    mask1_stride_b: u32,
-    mask1_stride_h: u32,
-    mask1_stride_l: u32,
-    mask1_stride_s: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> q: array<Elem>;
 @group(0) @binding(2) var<storage, read> k: array<Elem>;
-@group(0) @binding(3) var<storage, read> mask0: array<f32>;
-@group(0) @binding(4) var<storage, read> mask1: array<f32>;
-@group(0) @binding(5) var<storage, read_write> scores: array<f32>;
 
 const B_N_CONTIGUOUS: bool = false; // K[s, i] runs along i, the depth
 const SKIP_ZERO_A: bool = false;

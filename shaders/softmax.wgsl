@@ -18,7 +18,7 @@ struct Params {
     row0: u32,
     causal: u32,        // 1: row l sees keys s <= l + causal_offset only
     causal_offset: i32,
-    read_rows: u32,     // causal, no weights: P·V reads rows in tiles of this many (0: all written)
+    read_rows: u32,     // causal, no weights: P·V reads rows in groups of this many (0: all written)
     _pad1: u32,
 }
 
@@ -59,6 +59,8 @@ fn main(
         let m = row % p.block_rows;
         let tile_last = min((m / p.read_rows + 1u) * p.read_rows, p.block_rows) - 1u;
         written = u32(clamp(i32(p.row0 + tile_last) + p.causal_offset + 1, 0, i32(p.cols)));
+        // Up to a multiple of 4 keys: the register-blocked P·V reads them as vec4.
+        written = min((written + 3u) & ~3u, p.cols);
     }
 
     var m = neg_inf();

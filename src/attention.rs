@@ -322,14 +322,17 @@ pub(crate) fn record_core<'k>(
         out: core.out,
         causal_offset,
     };
+    let av_choice = av::choose(kernels, matmuls, core.storage, &values);
+    // With weights, softmax writes every probability: they are copied out.
+    let read_rows = core.weights.is_none().then(|| av_choice.limit_rows());
     let (h, l, s) = (dims.heads_q as u64, dims.len_q as u64, dims.len_kv as u64);
     for block in plan.blocks(dims) {
-        qk::record(batch, kernels, &matmuls.qk, &scores_args, block, scores);
+        qk::record(batch, kernels, matmuls, &scores_args, block, scores);
         softmax::record(
             batch,
             kernels,
             (block, dims.heads_q as u32),
-            (s as u32, causal_offset, core.weights.is_some()),
+            (s as u32, causal_offset, read_rows),
             scores,
         );
         if let Some(target) = core.weights {
@@ -372,14 +375,7 @@ pub(crate) fn record_core<'k>(
                 }
             }
         }
-        av::record(
-            batch,
-            kernels,
-            matmuls.av_for(core.storage),
-            &values,
-            block,
-            scores,
-        );
+        av::record(batch, &av_choice, &values, block, scores);
     }
     Ok(())
 }

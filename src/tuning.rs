@@ -59,6 +59,37 @@ pub fn av_tiles(tiles: &GemmTiles) -> GemmTiles {
     }
 }
 
+/// Workgroup shape of the register-blocked matrix products (`qk_direct.wgsl`,
+/// `av_direct.wgsl`, WGSL override constants): each invocation computes a block of
+/// [`DirectTiles::ROWS`] × [`DirectTiles::COLS`] outputs from operands read straight from
+/// storage as vec4, without workgroup memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct DirectTiles {
+    /// Invocations along the output columns.
+    pub wg_x: u32,
+    /// Invocations along the output rows.
+    pub wg_y: u32,
+}
+
+impl DirectTiles {
+    /// Output rows per invocation.
+    pub const ROWS: u32 = 4;
+    /// Output columns per invocation.
+    pub const COLS: u32 = 8;
+
+    pub fn tile_rows(&self) -> u32 {
+        Self::ROWS * self.wg_y
+    }
+
+    pub fn tile_cols(&self) -> u32 {
+        Self::COLS * self.wg_x
+    }
+
+    pub fn invocations(&self) -> u32 {
+        self.wg_x * self.wg_y
+    }
+}
+
 /// Every tunable choice of the kernels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Tuning {
@@ -84,6 +115,12 @@ pub struct Tuning {
     /// one head wide, so on a GPU the derived tall tiles can leave too few workgroups.
     #[serde(default)]
     pub av: Option<GemmTiles>,
+    /// QKᵀ and P·V as register blocks read straight from storage (`qk_direct.wgsl`,
+    /// `av_direct.wgsl`) with this workgroup shape, wherever the layout allows vec4 loads
+    /// (head sizes, keys, offsets and strides that are multiples of 4); `None`, or another
+    /// layout: the staged kernels (`gemm_tile.wgsl`).
+    #[serde(default)]
+    pub direct: Option<DirectTiles>,
 }
 
 fn prefer_fused_default() -> bool {
@@ -111,6 +148,8 @@ impl Default for Tuning {
                 wg_y: 16,
                 bk: 16,
             }),
+            // bert-base on lavapipe: QKᵀ 25 ms against 45 staged, P·V 20 against 35.
+            direct: Some(DirectTiles { wg_x: 8, wg_y: 8 }),
         }
     }
 }
@@ -128,6 +167,8 @@ impl Tuning {
     /// cores; GPUs get the fused kernel, 128, key splits up to 1024 workgroups, and P·V tiles
     /// of 64 rows (on an H200 0.34 ms against 0.43–0.45 for the derived 192-row tiles; bk 32
     /// measured 0.31–0.32 but needs more than WebGPU's minimum 16 KiB of workgroup memory).
+    /// The register-blocked QKᵀ and P·V were measured on lavapipe only: GPUs keep the staged
+    /// kernels, which share operands through workgroup memory, until `tune` measures them.
     /// `wgpu-mha tune` measures an adapter's own.
     pub fn for_device_type(device_type: wgpu::DeviceType) -> Self {
         let cpu = device_type == wgpu::DeviceType::Cpu;
@@ -144,6 +185,7 @@ impl Tuning {
                     bk: 16,
                 })
             },
+            direct: if cpu { Self::default().direct } else { None },
             ..Self::default()
         }
     }
@@ -154,7 +196,8 @@ impl Tuning {
         let bad = |what: String| Err(Error::Config(format!("tuning: {what}")));
         let av = self.av_tiles();
         let positive = |t: &GemmTiles| t.wg_x > 0 && t.wg_y > 0 && t.bk > 0;
-        if !positive(g) || !positive(&av) || self.softmax_wg == 0 {
+        let direct_ok = self.direct.is_none_or(|d| d.wg_x > 0 && d.wg_y > 0);
+        if !positive(g) || !positive(&av) || !direct_ok || self.softmax_wg == 0 {
             return bad("sizes must be positive".into());
         }
         if !self.softmax_wg.is_power_of_two() {
@@ -163,7 +206,11 @@ impl Tuning {
                 self.softmax_wg
             ));
         }
-        let invocations = g.invocations().max(av.invocations()).max(self.softmax_wg);
+        let invocations = g
+            .invocations()
+            .max(av.invocations())
+            .max(self.softmax_wg)
+            .max(self.direct.map_or(0, |d| d.invocations()));
         if invocations > limits.max_compute_invocations_per_workgroup {
             return bad(format!(
                 "{invocations} invocations per workgroup, the device allows {}",
@@ -186,10 +233,15 @@ impl Tuning {
     }
 }
 
-/// The key of an adapter in the cache: name, backend, driver, driver info, crate version.
+/// Version of what a cached tuning holds: entries of an older format are not read (a field
+/// they lack would otherwise take a value no measurement chose).
+const CACHE_FORMAT: u32 = 2;
+
+/// The key of an adapter in the cache: name, backend, driver, driver info, crate version,
+/// cache format.
 pub fn cache_key(info: &wgpu::AdapterInfo) -> String {
     format!(
-        "{} | {:?} | {} | {} | wgpu-mha {}",
+        "{} | {:?} | {} | {} | wgpu-mha {} | tuning format {CACHE_FORMAT}",
         info.name,
         info.backend,
         info.driver,

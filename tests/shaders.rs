@@ -13,7 +13,9 @@ fn every_shader_parses_and_validates() {
         [
             "linear",
             "qk",
+            "qk_direct",
             "av",
+            "av_direct",
             "softmax",
             "head_mean",
             "fused",
@@ -79,6 +81,7 @@ fn tile_sizes_are_override_constants() {
             .collect();
         let expected: &[&str] = match name {
             "linear" | "qk" | "av" => &["WG_X", "WG_Y", "BK"],
+            "qk_direct" | "av_direct" => &["WG_X", "WG_Y"],
             "softmax" => &["WG"],
             "fused" => &["WG_X", "D_VEC", "WG_Y", "BC", "KV_VEC"],
             _ => &[],

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use wgpu_mha::tuning::{self, GemmTiles};
+use wgpu_mha::tuning::{self, DirectTiles, GemmTiles};
 use wgpu_mha::*;
 
 fn tunings() -> Vec<Tuning> {
@@ -18,6 +18,7 @@ fn tunings() -> Vec<Tuning> {
             prefer_fused: true,
             fused_split_groups: 1 << 16,
             av: Some(gemm(8, 4, 16)),
+            direct: Some(DirectTiles { wg_x: 4, wg_y: 2 }),
         },
         Tuning {
             gemm: gemm(16, 8, 32),
@@ -26,6 +27,7 @@ fn tunings() -> Vec<Tuning> {
             prefer_fused: false,
             fused_split_groups: 0,
             av: None,
+            direct: None,
         },
         Tuning {
             gemm: gemm(4, 16, 8),
@@ -34,6 +36,7 @@ fn tunings() -> Vec<Tuning> {
             prefer_fused: true,
             fused_split_groups: 256,
             av: Some(gemm(4, 8, 32)),
+            direct: Some(DirectTiles { wg_x: 16, wg_y: 4 }),
         },
         Tuning {
             fused_block: Some((32, 32)),
@@ -48,8 +51,16 @@ fn every_tuning_gives_the_reference_result() {
     let config = MhaConfig::new(48, 3).with_batch_first(true);
     let weights = MhaWeights::random(&config, &mut rng);
     let x = random(&mut rng, &[2, 45, 48], 1.0);
-    let kv = random(&mut rng, &[2, 70, 48], 1.0);
-    let mask = random_bool_mask(&mut rng, &[2, 70], 0.2);
+    // 72 keys: the register-blocked P·V can run; 70: it cannot (the staged one runs).
+    let inputs: Vec<_> = [70, 72]
+        .into_iter()
+        .map(|s| {
+            (
+                random(&mut rng, &[2, s, 48], 1.0),
+                random_bool_mask(&mut rng, &[2, s], 0.2),
+            )
+        })
+        .collect();
     for tuning in tunings() {
         let gpu = Gpu::with_options(&GpuOptions {
             tuning: Some(tuning),
@@ -59,22 +70,29 @@ fn every_tuning_gives_the_reference_result() {
         assert_eq!(gpu.tuning(), tuning);
         assert_eq!(gpu.tuning_source(), "given by the caller");
         let mha = MultiHeadAttention::new(&gpu, config, &weights).unwrap();
-        for (path, need_weights) in [
-            (AttentionPath::ThreePass, true),
-            (AttentionPath::Fused, false),
-        ] {
+        for ((kv, mask), (path, need_weights)) in inputs.iter().flat_map(|input| {
+            [
+                (AttentionPath::ThreePass, true),
+                (AttentionPath::ThreePass, false),
+                (AttentionPath::Fused, false),
+            ]
+            .map(|run| (input, run))
+        }) {
             let opts = MhaOptions {
-                key_padding_mask: Some(&mask),
+                key_padding_mask: Some(mask),
                 causal: Some(Causal::BottomRight),
                 need_weights,
                 path,
                 ..Default::default()
             };
-            let got = mha.forward(&x, &kv, &kv, &opts).unwrap();
-            let want = reference::mha_forward(&config, &weights, &x, &kv, &kv, &opts).unwrap();
+            let got = mha.forward(&x, kv, kv, &opts).unwrap();
+            let want = reference::mha_forward(&config, &weights, &x, kv, kv, &opts).unwrap();
             let (rtol, atol) = tolerance(&want.attn_output);
             assert_close(
-                &format!("{tuning:?} {path:?}"),
+                &format!(
+                    "{tuning:?} {path:?} S {} weights {need_weights}",
+                    kv.shape[1]
+                ),
                 &got.attn_output,
                 &want.attn_output,
                 rtol,

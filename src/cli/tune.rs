@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use clap::Args;
 use wgpu_mha::kernels::fused::BLOCKS;
-use wgpu_mha::tuning::{self, GemmTiles};
+use wgpu_mha::tuning::{self, DirectTiles, GemmTiles};
 use wgpu_mha::{
     AttentionPath, Gpu, MhaConfig, MhaOptions, MhaWeights, MultiHeadAttention, PreparedSdpa,
     Result, SdpaOptions, Tensor, Tuning,
@@ -45,6 +45,16 @@ const AV_CANDIDATES: [Option<(u32, u32, u32)>; 6] = [
     Some((8, 8, 32)),
     Some((8, 16, 16)),
     Some((4, 8, 16)),
+];
+
+/// Workgroups (wg_x, wg_y) of the register-blocked QKᵀ and P·V; `None`: the staged kernels.
+const DIRECT_CANDIDATES: [Option<(u32, u32)>; 6] = [
+    None,
+    Some((8, 8)),
+    Some((8, 4)),
+    Some((4, 8)),
+    Some((16, 8)),
+    Some((8, 16)),
 ];
 
 /// Workgroups the fused kernel aims at by splitting keys (0: never split).
@@ -196,14 +206,17 @@ pub fn run(device: &DeviceArgs, args: &TuneArgs) -> Result<Outcome> {
     )
     .unwrap_or(base.softmax_wg);
 
+    // The staged P·V tiles serve layouts the register-blocked kernel cannot read (and every
+    // call where the tuning has none): measured with it off.
     let av = pick(
-        "P·V tiles (wg_x, wg_y, bk; None: from the GEMM tiles) — B1 H8 256×256 · 64",
+        "staged P·V tiles (wg_x, wg_y, bk; None: from the GEMM tiles) — B1 H8 256×256 · 64",
         AV_CANDIDATES,
         |tiles| {
             let tuning = Tuning {
                 gemm,
                 softmax_wg,
                 av: tiles.map(|(wg_x, wg_y, bk)| GemmTiles { wg_x, wg_y, bk }),
+                direct: None,
                 ..base
             };
             time_sdpa(
@@ -216,6 +229,29 @@ pub fn run(device: &DeviceArgs, args: &TuneArgs) -> Result<Outcome> {
     )
     .flatten()
     .map(|(wg_x, wg_y, bk)| GemmTiles { wg_x, wg_y, bk });
+
+    let direct = pick(
+        "register-blocked QKᵀ and P·V (wg_x, wg_y; None: staged) — three-pass SDPA B1 H8 L256 d64",
+        DIRECT_CANDIDATES,
+        |shape| {
+            let tuning = Tuning {
+                gemm,
+                softmax_wg,
+                av,
+                direct: shape.map(|(wg_x, wg_y)| DirectTiles { wg_x, wg_y }),
+                ..base
+            };
+            time_sdpa(
+                &open(&probe, tuning)?,
+                AttentionPath::ThreePass,
+                None,
+                args.runs,
+            )
+        },
+    )
+    .map_or(base.direct, |shape| {
+        shape.map(|(wg_x, wg_y)| DirectTiles { wg_x, wg_y })
+    });
 
     let fused_block = pick(
         "fused block (query rows, keys) — SDPA B1 H8 L256 d64",
@@ -268,6 +304,7 @@ pub fn run(device: &DeviceArgs, args: &TuneArgs) -> Result<Outcome> {
                 prefer_fused: true,
                 fused_split_groups,
                 av,
+                direct,
             };
             time_sdpa(&open(&probe, tuning)?, path, None, args.runs)
         },
@@ -279,6 +316,7 @@ pub fn run(device: &DeviceArgs, args: &TuneArgs) -> Result<Outcome> {
         prefer_fused: core != Some(AttentionPath::ThreePass),
         fused_split_groups,
         av,
+        direct,
     };
     println!(
         "\ntuned: {tuned:?} (in {:.1} s)",

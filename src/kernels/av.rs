@@ -2,7 +2,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{Block, HeadView, Kernel, Kernels};
+use super::{Block, HeadView, Kernel, Kernels, Matmuls, Storage};
 use crate::batch::Batch;
 use crate::problem::CoreDims;
 
@@ -33,12 +33,60 @@ pub(crate) struct Values<'a> {
     pub causal_offset: Option<i32>,
 }
 
-/// Records `out[block] = probs · V` for `block` with `kernel` (an `av` pipeline of the
-/// storage of V and O).
+/// The P·V pipeline chosen for a call, and its tile.
+pub(crate) struct Choice<'k> {
+    kernel: &'k Kernel,
+    tile_rows: u32,
+    tile_cols: u32,
+    /// Rows whose common key limit (under a causal mask) the kernel reads up to: each
+    /// invocation's rows in the register-blocked kernel, each tile's in the staged one.
+    limit_rows: u32,
+}
+
+impl Choice<'_> {
+    /// How far softmax must write zeros past a causal row's limit: rows are read in groups
+    /// of this many, up to the group's last row's limit.
+    pub fn limit_rows(&self) -> u32 {
+        self.limit_rows
+    }
+}
+
+/// Chooses the P·V pipeline of `matmuls` (those of the storage of V) writing `storage`'s
+/// result type: the register-blocked one where the tuning has it and the probabilities and V
+/// can be read as vec4, else the staged one.
+pub(crate) fn choose<'k>(
+    kernels: &'k Kernels,
+    matmuls: &'k Matmuls,
+    storage: Storage,
+    values: &Values,
+) -> Choice<'k> {
+    let dims = &values.dims;
+    let aligned = dims.len_kv.is_multiple_of(4)
+        && dims.head_dim_v.is_multiple_of(4)
+        && values.v.vec4_aligned();
+    match matmuls.direct.as_ref().filter(|_| aligned) {
+        Some(direct) => Choice {
+            kernel: direct.av.for_storage(storage),
+            tile_rows: direct.tiles.tile_rows(),
+            tile_cols: direct.tiles.tile_cols(),
+            limit_rows: super::DirectTiles::ROWS,
+        },
+        None => {
+            let tiles = kernels.tuning.av_tiles();
+            Choice {
+                kernel: matmuls.av.for_storage(storage),
+                tile_rows: tiles.tile_rows(),
+                tile_cols: tiles.tile_cols(),
+                limit_rows: tiles.tile_rows(),
+            }
+        }
+    }
+}
+
+/// Records `out[block] = probs · V` for `block` with `choice`.
 pub(crate) fn record<'k>(
     batch: &mut Batch<'k>,
-    kernels: &'k Kernels,
-    kernel: &'k Kernel,
+    choice: &Choice<'k>,
     values: &Values,
     block: Block,
     probs: &wgpu::Buffer,
@@ -59,9 +107,14 @@ pub(crate) fn record<'k>(
         _pad: [0; 3],
     };
     let groups = [
-        (dims.head_dim_v as u32).div_ceil(kernels.tuning.av_tiles().tile_cols()),
-        block.rows.div_ceil(kernels.tuning.av_tiles().tile_rows()),
+        (dims.head_dim_v as u32).div_ceil(choice.tile_cols),
+        block.rows.div_ceil(choice.tile_rows),
         block.batch_count * dims.heads_q as u32,
     ];
-    batch.dispatch(kernel, &params, &[probs, v.buffer, out.buffer], groups);
+    batch.dispatch(
+        choice.kernel,
+        &params,
+        &[probs, v.buffer, out.buffer],
+        groups,
+    );
 }

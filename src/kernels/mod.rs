@@ -12,7 +12,7 @@ pub(crate) mod qk;
 pub(crate) mod softmax;
 
 pub use crate::options::Dtype;
-pub use crate::tuning::{GemmTiles, Tuning, av_tiles};
+pub use crate::tuning::{DirectTiles, GemmTiles, Tuning, av_tiles};
 
 /// WGSL sources. Kernels are compositions: for kernels with operands a storage prelude
 /// (`storage_*.wgsl`: the element types of operands and result), float helpers
@@ -29,8 +29,12 @@ mod source {
     pub const HEADS: &str = include_str!("../../shaders/heads.wgsl");
     pub const MASKS: &str = include_str!("../../shaders/masks.wgsl");
     pub const LINEAR: &str = include_str!("../../shaders/linear.wgsl");
+    pub const QK_PARAMS: &str = include_str!("../../shaders/qk_params.wgsl");
     pub const QK: &str = include_str!("../../shaders/qk.wgsl");
+    pub const QK_DIRECT: &str = include_str!("../../shaders/qk_direct.wgsl");
+    pub const AV_PARAMS: &str = include_str!("../../shaders/av_params.wgsl");
     pub const AV: &str = include_str!("../../shaders/av.wgsl");
+    pub const AV_DIRECT: &str = include_str!("../../shaders/av_direct.wgsl");
     pub const SOFTMAX: &str = include_str!("../../shaders/softmax.wgsl");
     pub const HEAD_MEAN: &str = include_str!("../../shaders/head_mean.wgsl");
     pub const FUSED: &str = include_str!("../../shaders/fused.wgsl");
@@ -86,10 +90,19 @@ impl Storage {
 }
 
 /// The kernels whose operands have a storage type.
-pub const STORED_KERNELS: [&str; 5] = ["linear", "qk", "av", "fused", "fused_combine"];
+pub const STORED_KERNELS: [&str; 7] = [
+    "linear",
+    "qk",
+    "qk_direct",
+    "av",
+    "av_direct",
+    "fused",
+    "fused_combine",
+];
 
-/// The complete WGSL source of shader `name` (one of [`KERNEL_NAMES`], or `fused_combine`,
-/// which runs under the name `fused`) as handed to the device; `storage` applies to the kernels of [`STORED_KERNELS`] and is ignored by the rest.
+/// The complete WGSL source of shader `name` (one of [`KERNEL_NAMES`]; or `fused_combine`,
+/// which runs under the name `fused`; or `qk_direct` and `av_direct`, which run under the
+/// names `qk` and `av`) as handed to the device; `storage` applies to the kernels of [`STORED_KERNELS`] and is ignored by the rest.
 pub fn shader_source(name: &str, storage: Storage) -> Option<String> {
     let prelude = storage.prelude();
     Some(match name {
@@ -99,8 +112,18 @@ pub fn shader_source(name: &str, storage: Storage) -> Option<String> {
             source::FLOAT,
             source::GEMM_TILE,
             source::HEADS,
+            source::QK_PARAMS,
             source::MASKS,
             source::QK,
+        ]
+        .concat(),
+        "qk_direct" => [
+            prelude,
+            source::FLOAT,
+            source::HEADS,
+            source::QK_PARAMS,
+            source::MASKS,
+            source::QK_DIRECT,
         ]
         .concat(),
         "av" => [
@@ -108,7 +131,16 @@ pub fn shader_source(name: &str, storage: Storage) -> Option<String> {
             source::FLOAT,
             source::GEMM_TILE,
             source::HEADS,
+            source::AV_PARAMS,
             source::AV,
+        ]
+        .concat(),
+        "av_direct" => [
+            prelude,
+            source::FLOAT,
+            source::HEADS,
+            source::AV_PARAMS,
+            source::AV_DIRECT,
         ]
         .concat(),
         "softmax" => [source::FLOAT, source::SOFTMAX].concat(),
@@ -132,7 +164,9 @@ pub fn shader_sources() -> Vec<(&'static str, String)> {
     [
         "linear",
         "qk",
+        "qk_direct",
         "av",
+        "av_direct",
         "softmax",
         "head_mean",
         "fused",
@@ -270,6 +304,31 @@ impl Kernel {
     }
 }
 
+/// One kernel's pipelines by result type: into the storage dtype (a result that stays inside
+/// the forward) and into f32 (the forward's output).
+#[derive(Clone)]
+pub(crate) struct PerResult {
+    pub inner: Kernel,
+    pub last: Kernel,
+}
+
+impl PerResult {
+    /// The pipeline that writes `storage`'s result type.
+    pub fn for_storage(&self, storage: Storage) -> &Kernel {
+        match storage {
+            Storage::F16ToF32 => &self.last,
+            Storage::F32 | Storage::F16 => &self.inner,
+        }
+    }
+}
+
+/// The register-blocked QKᵀ and P·V (`Tuning::direct`), used where the layout allows.
+pub(crate) struct DirectMatmuls {
+    pub tiles: DirectTiles,
+    pub qk: Kernel,
+    pub av: PerResult,
+}
+
 /// The matrix-product pipelines of one storage dtype.
 pub(crate) struct Matmuls {
     /// Linear layer whose result stays in the storage dtype (the in-projections).
@@ -277,68 +336,95 @@ pub(crate) struct Matmuls {
     /// Linear layer with an f32 result (the out-projection).
     pub linear_last: Kernel,
     pub qk: Kernel,
-    /// P·V into the storage dtype (MHA's attention output, read by the out-projection).
-    pub av: Kernel,
-    /// P·V into f32 (SDPA's output).
-    pub av_last: Kernel,
+    pub av: PerResult,
+    pub direct: Option<DirectMatmuls>,
 }
 
 impl Matmuls {
     fn build(device: &wgpu::Device, tuning: &Tuning, dtype: Dtype) -> Self {
         let gemm = gemm_constants(&tuning.gemm);
-        let av = gemm_constants(&tuning.av_tiles());
-        let linear = |storage| {
+        let (inner, last) = (Storage::inner(dtype), Storage::last(dtype));
+        // One pipeline per result type, shared when both are the same.
+        let pair = |build: &dyn Fn(Storage) -> Kernel| {
+            let inner_kernel = build(inner);
+            PerResult {
+                last: if last == inner {
+                    inner_kernel.clone()
+                } else {
+                    build(last)
+                },
+                inner: inner_kernel,
+            }
+        };
+        let build = |name, source: &str, storage, params, bindings: &[bool], constants: &[_]| {
             Kernel::new(
                 device,
+                name,
+                &shader_source(source, storage).expect("known kernel"),
+                params,
+                bindings,
+                constants,
+            )
+        };
+        let qk_bindings = [true, true, true, true, false];
+        let av_bindings = [true, true, false];
+        let linear = pair(&|storage| {
+            build(
                 "linear",
-                &shader_source("linear", storage).expect("known kernel"),
+                "linear",
+                storage,
                 size_of::<linear::Params>(),
                 &[true, true, true, false],
                 &gemm,
             )
-        };
-        let av_kernel = |storage| {
-            Kernel::new(
-                device,
-                "av",
-                &shader_source("av", storage).expect("known kernel"),
-                size_of::<av::Params>(),
-                &[true, true, false],
-                &av,
-            )
-        };
-        let (inner, last) = (Storage::inner(dtype), Storage::last(dtype));
-        let linear_inner = linear(inner);
-        let av_inner = av_kernel(inner);
+        });
+        let av_constants = gemm_constants(&tuning.av_tiles());
+        let direct = tuning.direct.map(|tiles| {
+            let constants = [("WG_X", tiles.wg_x as f64), ("WG_Y", tiles.wg_y as f64)];
+            DirectMatmuls {
+                tiles,
+                qk: build(
+                    "qk",
+                    "qk_direct",
+                    inner,
+                    size_of::<qk::Params>(),
+                    &qk_bindings,
+                    &constants,
+                ),
+                av: pair(&|storage| {
+                    build(
+                        "av",
+                        "av_direct",
+                        storage,
+                        size_of::<av::Params>(),
+                        &av_bindings,
+                        &constants,
+                    )
+                }),
+            }
+        });
         Self {
-            linear_last: if last == inner {
-                linear_inner.clone()
-            } else {
-                linear(last)
-            },
-            linear: linear_inner,
-            qk: Kernel::new(
-                device,
+            linear: linear.inner,
+            linear_last: linear.last,
+            qk: build(
                 "qk",
-                &shader_source("qk", inner).expect("known kernel"),
+                "qk",
+                inner,
                 size_of::<qk::Params>(),
-                &[true, true, true, true, false],
+                &qk_bindings,
                 &gemm,
             ),
-            av_last: if last == inner {
-                av_inner.clone()
-            } else {
-                av_kernel(last)
-            },
-            av: av_inner,
-        }
-    }
-
-    /// The P·V pipeline that writes `storage`'s result type.
-    pub fn av_for(&self, storage: Storage) -> &Kernel {
-        match storage {
-            Storage::F16ToF32 => &self.av_last,
-            Storage::F32 | Storage::F16 => &self.av,
+            av: pair(&|storage| {
+                build(
+                    "av",
+                    "av",
+                    storage,
+                    size_of::<av::Params>(),
+                    &av_bindings,
+                    &av_constants,
+                )
+            }),
+            direct,
         }
     }
 }
@@ -466,6 +552,12 @@ pub(crate) struct HeadView<'a> {
 }
 
 impl HeadView<'_> {
+    /// Whether every row of every head starts at a multiple of 4 elements: what reading
+    /// rows as vec4 needs (with a row length that is a multiple of 4).
+    pub fn vec4_aligned(&self) -> bool {
+        self.params().iter().all(|x| x.is_multiple_of(4))
+    }
+
     /// `[offset, stride_b, stride_h, stride_l]`, as the kernels' parameter blocks hold it.
     pub fn params(&self) -> [u32; 4] {
         [self.offset, self.stride_b, self.stride_h, self.stride_l]

@@ -2,7 +2,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{Block, HeadView, Kernel, Kernels, MaskBinding, mask_params};
+use super::{Block, HeadView, Kernels, MaskBinding, Matmuls, mask_params};
 use crate::batch::Batch;
 use crate::problem::CoreDims;
 
@@ -37,12 +37,13 @@ pub(crate) struct Scores<'a> {
     pub masks: [Option<MaskBinding<'a>>; 2],
 }
 
-/// Records the scores of `block` into `scores` (`[batch_count·H, rows, S]`) with `kernel` (a
-/// `qk` pipeline of the storage of Q and K).
+/// Records the scores of `block` into `scores` (`[batch_count·H, rows, S]`) with the `qk`
+/// pipelines of `matmuls` (those of the storage of Q and K): the register-blocked one where
+/// the tuning has it and Q and K can be read as vec4, else the staged one.
 pub(crate) fn record<'k>(
     batch: &mut Batch<'k>,
     kernels: &'k Kernels,
-    kernel: &'k Kernel,
+    matmuls: &'k Matmuls,
     s: &Scores,
     block: Block,
     scores: &wgpu::Buffer,
@@ -67,9 +68,23 @@ pub(crate) fn record<'k>(
         _pad: [0; 2],
     };
     let mask = |i: usize| s.masks[i].map_or(&kernels.placeholder, |m| m.buffer);
+    let direct = matmuls
+        .direct
+        .as_ref()
+        .filter(|_| d.head_dim.is_multiple_of(4) && s.q.vec4_aligned() && s.k.vec4_aligned());
+    let (kernel, [tile_rows, tile_cols]) = match direct {
+        Some(direct) => (
+            &direct.qk,
+            [direct.tiles.tile_rows(), direct.tiles.tile_cols()],
+        ),
+        None => {
+            let tiles = &kernels.tuning.gemm;
+            (&matmuls.qk, [tiles.tile_rows(), tiles.tile_cols()])
+        }
+    };
     let groups = [
-        (d.len_kv as u32).div_ceil(kernels.tuning.gemm.tile_cols()),
-        block.rows.div_ceil(kernels.tuning.gemm.tile_rows()),
+        (d.len_kv as u32).div_ceil(tile_cols),
+        block.rows.div_ceil(tile_rows),
         block.batch_count * d.heads_q as u32,
     ];
     batch.dispatch(

@@ -20,12 +20,13 @@ pub(crate) struct Params {
 
 /// Records the softmax of the scores of `block` (its batches × `heads` × rows, `cols` keys
 /// each); under `causal_offset` each row reads only the keys it may see and zeros the rest —
-/// all of it when `weights` (they are copied out), else as far as P·V reads.
+/// all of it when `read_rows` is `None` (weights are copied out), else as far as P·V reads
+/// rows in groups of `read_rows` ([`av::Choice::limit_rows`](super::av::Choice)).
 pub(crate) fn record<'k>(
     batch: &mut Batch<'k>,
     kernels: &'k Kernels,
     (block, heads): (Block, u32),
-    (cols, causal_offset, weights): (u32, Option<i32>, bool),
+    (cols, causal_offset, read_rows): (u32, Option<i32>, Option<u32>),
     scores: &wgpu::Buffer,
 ) {
     let rows = block.batch_count * heads * block.rows;
@@ -39,11 +40,7 @@ pub(crate) fn record<'k>(
             row0: block.row0,
             causal: causal_offset.is_some() as u32,
             causal_offset: causal_offset.unwrap_or(0),
-            read_rows: if weights {
-                0
-            } else {
-                kernels.tuning.av_tiles().tile_rows()
-            },
+            read_rows: read_rows.unwrap_or(0),
             _pad: 0,
         },
         &[scores],

@@ -4,7 +4,7 @@
 use std::sync::OnceLock;
 
 use rand::{Rng, SeedableRng, rngs::StdRng};
-use wgpu_mha::{Gpu, Mask, Tensor};
+use wgpu_mha::{Gpu, Mask, Tensor, Tuning};
 
 /// The test adapter (lavapipe in CI). No adapter is a failure, never a skip.
 pub fn gpu() -> Gpu {
@@ -17,6 +17,17 @@ pub fn gpu() -> Gpu {
         ),
     })
     .clone()
+}
+
+/// The device of [`gpu`] with the staged QKᵀ and P·V kernels only (`Tuning::direct` off),
+/// so that tests can hold them against the register-blocked ones the adapter may default to.
+pub fn staged_gpu() -> Gpu {
+    let gpu = gpu();
+    let tuning = Tuning {
+        direct: None,
+        ..gpu.tuning()
+    };
+    gpu.with_tuning(tuning).expect("the staged kernels build")
 }
 
 /// Whether `got` matches the reference's `want` where either may be non-finite: NaN exactly

@@ -1,0 +1,29 @@
+// Shared by av.wgsl (staged tiles) and av_direct.wgsl (register blocks read straight from
+// storage): the parameter block of the P·V kernel and its output binding; each kernel
+// declares the probabilities and V with its own element type (scalars, or vec4).
+
+struct Params {
+    rows: u32,        // query rows in this block (M)
+    cols: u32,        // value head size (N = dv)
+    depth: u32,       // keys (K = S)
+    heads_q: u32,
+    group: u32,
+    batch0: u32,
+    row0: u32,
+    causal: u32,        // 1: keys past causal_offset + the tile's last row have probability 0
+    v_offset: u32,
+    v_stride_b: u32,
+    v_stride_h: u32,
+    v_stride_s: u32,
+    o_offset: u32,
+    o_stride_b: u32,
+    o_stride_h: u32,
+    o_stride_l: u32,
+    causal_offset: i32,
+    _pad1: u32,
+    _pad2: u32,
+    _pad3: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(3) var<storage, read_write> o: array<Out>;

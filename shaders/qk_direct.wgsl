@@ -1,0 +1,114 @@
+// Scores of one block of query rows, S = Q · Kᵀ · scale + masks, computed in registers: each
+// invocation reads its 4 query rows and 8 keys straight from storage as vec4 along the head
+// dimension and keeps the 4 × 8 block of dot products in registers. No workgroup memory, no
+// barriers. On lavapipe a storage or workgroup load costs the same per lane whether it
+// brings one float or four, and staging through workgroup memory only adds loads: this
+// kernel ran bert-base's QKᵀ in about half the time of the staged one (qk.wgsl).
+//
+// Needs what vec4 loads need: a head size, offsets and strides of Q and K that are
+// multiples of 4 (the crate falls back to qk.wgsl otherwise). Same parameters, masks and
+// causal limit as qk.wgsl (qk_params.wgsl, masks.wgsl); heads.wgsl maps z to (batch, head).
+
+@group(0) @binding(1) var<storage, read> q: array<vec4<Elem>>;
+@group(0) @binding(2) var<storage, read> k: array<vec4<Elem>>;
+
+override WG_X: u32 = 8u; // invocations along the keys
+override WG_Y: u32 = 8u; // invocations along the query rows
+
+const TM: u32 = 4u; // query rows per invocation
+const TN: u32 = 8u; // keys per invocation
+
+// acc + (a·b0, a·b1, a·b2, a·b3), as chains of fma.
+fn dots(acc: vec4<f32>, a: vec4<f32>, b0: vec4<f32>, b1: vec4<f32>, b2: vec4<f32>, b3: vec4<f32>) -> vec4<f32> {
+    return vec4<f32>(
+        fma(a.w, b0.w, fma(a.z, b0.z, fma(a.y, b0.y, fma(a.x, b0.x, acc.x)))),
+        fma(a.w, b1.w, fma(a.z, b1.z, fma(a.y, b1.y, fma(a.x, b1.x, acc.y)))),
+        fma(a.w, b2.w, fma(a.z, b2.z, fma(a.y, b2.y, fma(a.x, b2.x, acc.z)))),
+        fma(a.w, b3.w, fma(a.z, b3.z, fma(a.y, b3.y, fma(a.x, b3.x, acc.w)))),
+    );
+}
+
+@compute @workgroup_size(WG_X, WG_Y, 1)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let z = wg.z;
+    let m0 = (wg.y * WG_Y + lid.y) * TM;
+    let n0 = (wg.x * WG_X + lid.x) * TN;
+    if m0 >= p.rows || n0 >= p.cols {
+        return;
+    }
+    // Keys wholly past the causal limit of the block's last row are neither computed nor
+    // written: softmax.wgsl reads no score past a row's limit.
+    let last_row = p.row0 + min(m0 + TM, p.rows) - 1u;
+    if (p.flags & 4u) != 0u && i32(n0) > i32(last_row) + p.causal_offset {
+        return;
+    }
+    let hd = head_of(z, p.batch0, p.heads_q, p.group);
+    // Indices in vec4s. Rows and keys past the end read the last one; they are not stored.
+    let q_base = (p.q_offset + hd.batch * p.q_stride_b + hd.head_q * p.q_stride_h) / 4u;
+    let k_base = (p.k_offset + hd.batch * p.k_stride_b + hd.head_kv * p.k_stride_h) / 4u;
+    let q_row = p.q_stride_l / 4u;
+    let k_row = p.k_stride_s / 4u;
+    let last_m = p.rows - 1u;
+    let last_n = p.cols - 1u;
+    let qi0 = q_base + (p.row0 + min(m0, last_m)) * q_row;
+    let qi1 = q_base + (p.row0 + min(m0 + 1u, last_m)) * q_row;
+    let qi2 = q_base + (p.row0 + min(m0 + 2u, last_m)) * q_row;
+    let qi3 = q_base + (p.row0 + min(m0 + 3u, last_m)) * q_row;
+    let ki0 = k_base + min(n0, last_n) * k_row;
+    let ki1 = k_base + min(n0 + 1u, last_n) * k_row;
+    let ki2 = k_base + min(n0 + 2u, last_n) * k_row;
+    let ki3 = k_base + min(n0 + 3u, last_n) * k_row;
+    let ki4 = k_base + min(n0 + 4u, last_n) * k_row;
+    let ki5 = k_base + min(n0 + 5u, last_n) * k_row;
+    let ki6 = k_base + min(n0 + 6u, last_n) * k_row;
+    let ki7 = k_base + min(n0 + 7u, last_n) * k_row;
+
+    // acc[2r + c / 4][c % 4]: row m0 + r, key n0 + c. Constant indices keep it in registers.
+    var acc: array<vec4<f32>, 8>;
+    for (var t = 0u; t < p.depth / 4u; t++) {
+        let q0 = vec4<f32>(q[qi0 + t]);
+        let q1 = vec4<f32>(q[qi1 + t]);
+        let q2 = vec4<f32>(q[qi2 + t]);
+        let q3 = vec4<f32>(q[qi3 + t]);
+        let k0 = vec4<f32>(k[ki0 + t]);
+        let k1 = vec4<f32>(k[ki1 + t]);
+        let k2 = vec4<f32>(k[ki2 + t]);
+        let k3 = vec4<f32>(k[ki3 + t]);
+        let k4 = vec4<f32>(k[ki4 + t]);
+        let k5 = vec4<f32>(k[ki5 + t]);
+        let k6 = vec4<f32>(k[ki6 + t]);
+        let k7 = vec4<f32>(k[ki7 + t]);
+        acc[0] = dots(acc[0], q0, k0, k1, k2, k3);
+        acc[1] = dots(acc[1], q0, k4, k5, k6, k7);
+        acc[2] = dots(acc[2], q1, k0, k1, k2, k3);
+        acc[3] = dots(acc[3], q1, k4, k5, k6, k7);
+        acc[4] = dots(acc[4], q2, k0, k1, k2, k3);
+        acc[5] = dots(acc[5], q2, k4, k5, k6, k7);
+        acc[6] = dots(acc[6], q3, k0, k1, k2, k3);
+        acc[7] = dots(acc[7], q3, k4, k5, k6, k7);
+    }
+
+    // Constant indices only: an index computed at run time would move acc out of registers
+    // for the whole kernel.
+    store_row(m0, n0, hd, acc[0], acc[1]);
+    store_row(m0 + 1u, n0, hd, acc[2], acc[3]);
+    store_row(m0 + 2u, n0, hd, acc[4], acc[5]);
+    store_row(m0 + 3u, n0, hd, acc[6], acc[7]);
+}
+
+// Scores of block row m (keys n0..n0 + 8: `lo` then `hi`), scaled and masked, where they exist.
+fn store_row(m: u32, n0: u32, hd: Head, lo: vec4<f32>, hi: vec4<f32>) {
+    if m >= p.rows {
+        return;
+    }
+    let l = p.row0 + m;
+    let z_row = (((hd.batch - p.batch0) * p.heads_q + hd.head_q) * p.rows + m) * p.cols;
+    for (var c = 0u; c < TN; c++) {
+        let s = n0 + c;
+        if s >= p.cols {
+            break;
+        }
+        let x = select(hi[c % 4u], lo[c % 4u], c < 4u);
+        scores[z_row + s] = masked_score(x * p.scale, hd, l, s);
+    }
+}
