@@ -58,19 +58,21 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         keys = u32(clamp(i32(last_row) + p.causal_offset + 1, 0, i32(p.depth)));
     }
     keys_end = keys;
-    var acc = gemm_tile(z, origin.x, origin.y, keys, lid);
+    store_block(z, origin, lid, gemm_tile(z, origin.x, origin.y, keys, lid));
+}
+
+fn store_row(z: u32, m: u32, n: u32, lo: vec4<f32>, hi: vec4<f32>) {
+    if m >= p.rows {
+        return;
+    }
     let hd = head_of(z, p.batch0, p.heads_q, p.group);
-    let base = p.o_offset + hd.batch * p.o_stride_b + hd.head_q * p.o_stride_h;
-    for (var r = 0u; r < TM; r++) {
-        let m = origin.x + TM * lid.y + r;
-        if m >= p.rows {
+    let row = p.o_offset + hd.batch * p.o_stride_b + hd.head_q * p.o_stride_h
+        + (p.row0 + m) * p.o_stride_l;
+    for (var c = 0u; c < TN; c++) {
+        let j = n + c;
+        if j >= p.cols {
             break;
         }
-        for (var c = 0u; c < TN; c++) {
-            let j = origin.y + TN * lid.x + c;
-            if j < p.cols {
-                o[base + (p.row0 + m) * p.o_stride_l + j] = Out(acc_at(&acc, r, c));
-            }
-        }
+        o[row + j] = Out(row_at(lo, hi, c));
     }
 }

@@ -126,7 +126,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     store_row(m0 + 3u, j0, hd, acc[6], acc[7]);
 }
 
-// Block row m of O (columns j0..j0 + 8: `lo` then `hi`), where they exist.
+// Block row m of O (columns j0..j0 + 8, see `row_at`), where they exist.
 fn store_row(m: u32, j0: u32, hd: Head, lo: vec4<f32>, hi: vec4<f32>) {
     if m >= p.rows {
         return;
@@ -138,6 +138,6 @@ fn store_row(m: u32, j0: u32, hd: Head, lo: vec4<f32>, hi: vec4<f32>) {
         if j >= p.cols {
             break;
         }
-        o[row + j] = Out(select(hi[c % 4u], lo[c % 4u], c < 4u));
+        o[row + j] = Out(row_at(lo, hi, c));
     }
 }

@@ -34,3 +34,10 @@ fn all_finite(v: vec4<f32>) -> bool {
 fn fma_unless_zero(a: f32, b: vec4<f32>, acc: vec4<f32>) -> vec4<f32> {
     return select(fma(vec4<f32>(a), b, acc), acc, a == 0.0);
 }
+
+// Column c (0..8) of a row of 8 results held as two vec4, `lo` then `hi`: how the matrix
+// kernels hand rows to their epilogues, whose loops over c would otherwise index the
+// accumulators at run time (and move them out of registers).
+fn row_at(lo: vec4<f32>, hi: vec4<f32>, c: u32) -> f32 {
+    return select(hi[c % 4u], lo[c % 4u], c < 4u);
+}

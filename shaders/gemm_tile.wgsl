@@ -8,6 +8,10 @@
 // the staged slabs — four vec4 loads feed sixty-four multiply-adds.
 //
 // The kernel that includes this file supplies, for its own bindings and strides:
+//   fn store_row(z: u32, m: u32, n: u32, lo: vec4<f32>, hi: vec4<f32>)
+//                                                its epilogue: row m of batch z's C,
+//                                                columns n..n + 8 (`row_at`), as far as
+//                                                they exist
 //   fn load_a(z: u32, m: u32, k: u32) -> f32     element (m, k) of batch z's A, 0 outside
 //   fn load_b(z: u32, k: u32, n: u32) -> f32     element (k, n) of batch z's B, 0 outside
 //   const B_N_CONTIGUOUS: bool                   B's memory runs along n (else along k),
@@ -151,7 +155,19 @@ fn tile_last_row(origin: vec2<u32>, rows: u32) -> u32 {
     return min(origin.x + TM * WG_Y, rows) - 1u;
 }
 
-// Element (r, c) of an invocation's accumulator block.
-fn acc_at(acc: ptr<function, array<vec4<f32>, 16>>, r: u32, c: u32) -> f32 {
-    return (*acc)[2u * r + c / 4u][c % 4u];
+// Hands an invocation's 8 × 8 block to the kernel's epilogue, `store_row(z, m, n, lo, hi)`
+// (row m of C, columns n..n + 8 as two vec4: see `row_at`), one row at a time with constant
+// indices: an index computed at run time would move acc out of registers for the whole
+// kernel.
+fn store_block(z: u32, origin: vec2<u32>, lid: vec3<u32>, acc: array<vec4<f32>, 16>) {
+    let m = origin.x + TM * lid.y;
+    let n = origin.y + TN * lid.x;
+    store_row(z, m, n, acc[0], acc[1]);
+    store_row(z, m + 1u, n, acc[2], acc[3]);
+    store_row(z, m + 2u, n, acc[4], acc[5]);
+    store_row(z, m + 3u, n, acc[6], acc[7]);
+    store_row(z, m + 4u, n, acc[8], acc[9]);
+    store_row(z, m + 5u, n, acc[10], acc[11]);
+    store_row(z, m + 6u, n, acc[12], acc[13]);
+    store_row(z, m + 7u, n, acc[14], acc[15]);
 }

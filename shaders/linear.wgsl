@@ -50,21 +50,22 @@ fn load_b(z: u32, k: u32, n: u32) -> f32 {
 @compute @workgroup_size(WG_X, WG_Y, 1)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let origin = tile_origin(wg);
-    var acc = gemm_tile(0u, origin.x, origin.y, p.depth, lid);
-    for (var r = 0u; r < TM; r++) {
-        let m = origin.x + TM * lid.y + r;
-        if m >= p.rows {
+    store_block(0u, origin, lid, gemm_tile(0u, origin.x, origin.y, p.depth, lid));
+}
+
+fn store_row(z: u32, m: u32, n: u32, lo: vec4<f32>, hi: vec4<f32>) {
+    if m >= p.rows {
+        return;
+    }
+    for (var c = 0u; c < TN; c++) {
+        let col = n + c;
+        if col >= p.cols {
             break;
         }
-        for (var c = 0u; c < TN; c++) {
-            let n = origin.y + TN * lid.x + c;
-            if n < p.cols {
-                var v = acc_at(&acc, r, c);
-                if p.has_bias != 0u {
-                    v += f32(bias[p.bias_offset + n]);
-                }
-                y[p.y_offset + m * p.y_row_stride + n] = Out(v);
-            }
+        var v = row_at(lo, hi, c);
+        if p.has_bias != 0u {
+            v += f32(bias[p.bias_offset + col]);
         }
+        y[p.y_offset + m * p.y_row_stride + col] = Out(v);
     }
 }

@@ -46,27 +46,23 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     // softmax.wgsl reads no score past a row's limit.
     let last_row = p.row0 + tile_last_row(origin, p.rows);
     let past_causal = (p.flags & 4u) != 0u && i32(origin.y) > i32(last_row) + p.causal_offset;
-    var acc: array<vec4<f32>, 16>;
-    if !past_causal {
-        acc = gemm_tile(z, origin.x, origin.y, p.depth, lid);
-    }
     if past_causal {
         return;
     }
+    store_block(z, origin, lid, gemm_tile(z, origin.x, origin.y, p.depth, lid));
+}
+
+fn store_row(z: u32, m: u32, n: u32, lo: vec4<f32>, hi: vec4<f32>) {
+    if m >= p.rows {
+        return;
+    }
     let hd = head_of(z, p.batch0, p.heads_q, p.group);
-    for (var r = 0u; r < TM; r++) {
-        let m = origin.x + TM * lid.y + r;
-        if m >= p.rows {
+    let l = p.row0 + m;
+    for (var c = 0u; c < TN; c++) {
+        let s = n + c;
+        if s >= p.cols {
             break;
         }
-        let l = p.row0 + m;
-        for (var c = 0u; c < TN; c++) {
-            let s = origin.y + TN * lid.x + c;
-            if s >= p.cols {
-                break;
-            }
-            let v = masked_score(acc_at(&acc, r, c) * p.scale, hd, l, s);
-            scores[(z * p.rows + m) * p.cols + s] = v;
-        }
+        scores[(z * p.rows + m) * p.cols + s] = masked_score(row_at(lo, hi, c) * p.scale, hd, l, s);
     }
 }

@@ -96,7 +96,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     store_row(m0 + 3u, n0, hd, acc[6], acc[7]);
 }
 
-// Scores of block row m (keys n0..n0 + 8: `lo` then `hi`), scaled and masked, where they exist.
+// Scores of block row m (keys n0..n0 + 8, see `row_at`), scaled and masked, where they exist.
 fn store_row(m: u32, n0: u32, hd: Head, lo: vec4<f32>, hi: vec4<f32>) {
     if m >= p.rows {
         return;
@@ -108,7 +108,7 @@ fn store_row(m: u32, n0: u32, hd: Head, lo: vec4<f32>, hi: vec4<f32>) {
         if s >= p.cols {
             break;
         }
-        let x = select(hi[c % 4u], lo[c % 4u], c < 4u);
+        let x = row_at(lo, hi, c);
         scores[z_row + s] = masked_score(x * p.scale, hd, l, s);
     }
 }
