@@ -17,6 +17,7 @@ fn every_shader_parses_and_validates() {
             "av",
             "av_direct",
             "softmax",
+            "softmax_vec4",
             "head_mean",
             "fused",
             "fused_combine"
@@ -82,7 +83,7 @@ fn tile_sizes_are_override_constants() {
         let expected: &[&str] = match name {
             "linear" | "qk" | "av" => &["WG_X", "WG_Y", "BK"],
             "qk_direct" | "av_direct" => &["WG_X", "WG_Y"],
-            "softmax" => &["WG"],
+            "softmax" | "softmax_vec4" => &["WG"],
             "fused" => &["WG_X", "D_VEC", "WG_Y", "BC", "KV_VEC"],
             _ => &[],
         };

@@ -35,7 +35,9 @@ mod source {
     pub const AV_PARAMS: &str = include_str!("../../shaders/av_params.wgsl");
     pub const AV: &str = include_str!("../../shaders/av.wgsl");
     pub const AV_DIRECT: &str = include_str!("../../shaders/av_direct.wgsl");
+    pub const SOFTMAX_PARAMS: &str = include_str!("../../shaders/softmax_params.wgsl");
     pub const SOFTMAX: &str = include_str!("../../shaders/softmax.wgsl");
+    pub const SOFTMAX_VEC4: &str = include_str!("../../shaders/softmax_vec4.wgsl");
     pub const HEAD_MEAN: &str = include_str!("../../shaders/head_mean.wgsl");
     pub const FUSED: &str = include_str!("../../shaders/fused.wgsl");
     pub const FUSED_COMBINE: &str = include_str!("../../shaders/fused_combine.wgsl");
@@ -101,8 +103,8 @@ pub const STORED_KERNELS: [&str; 7] = [
 ];
 
 /// The complete WGSL source of shader `name` (one of [`KERNEL_NAMES`]; or `fused_combine`,
-/// which runs under the name `fused`; or `qk_direct` and `av_direct`, which run under the
-/// names `qk` and `av`) as handed to the device; `storage` applies to the kernels of [`STORED_KERNELS`] and is ignored by the rest.
+/// which runs under the name `fused`; or `qk_direct`, `av_direct` and `softmax_vec4`, which
+/// run under the names `qk`, `av` and `softmax`) as handed to the device; `storage` applies to the kernels of [`STORED_KERNELS`] and is ignored by the rest.
 pub fn shader_source(name: &str, storage: Storage) -> Option<String> {
     let prelude = storage.prelude();
     Some(match name {
@@ -143,7 +145,8 @@ pub fn shader_source(name: &str, storage: Storage) -> Option<String> {
             source::AV_DIRECT,
         ]
         .concat(),
-        "softmax" => [source::FLOAT, source::SOFTMAX].concat(),
+        "softmax" => [source::FLOAT, source::SOFTMAX_PARAMS, source::SOFTMAX].concat(),
+        "softmax_vec4" => [source::FLOAT, source::SOFTMAX_PARAMS, source::SOFTMAX_VEC4].concat(),
         "head_mean" => source::HEAD_MEAN.to_string(),
         "fused" => [
             prelude,
@@ -168,6 +171,7 @@ pub fn shader_sources() -> Vec<(&'static str, String)> {
         "av",
         "av_direct",
         "softmax",
+        "softmax_vec4",
         "head_mean",
         "fused",
         "fused_combine",
@@ -434,6 +438,8 @@ impl Matmuls {
 pub(crate) struct Kernels {
     pub tuning: Tuning,
     pub softmax: Kernel,
+    /// Softmax of rows whose length is a multiple of 4, read and written as vec4.
+    pub softmax_vec4: Kernel,
     pub head_mean: Kernel,
     /// Bound where an optional input (bias, mask) is absent.
     pub placeholder: wgpu::Buffer,
@@ -452,16 +458,20 @@ impl Kernels {
     pub fn new(device: &wgpu::Device, tuning: Tuning) -> crate::Result<Self> {
         tuning.check(&device.limits())?;
         let source = |name| shader_source(name, Storage::F32).expect("known kernel");
-        Ok(Self {
-            tuning,
-            softmax: Kernel::new(
+        let softmax_kernel = |name| {
+            Kernel::new(
                 device,
                 "softmax",
-                &source("softmax"),
+                &source(name),
                 size_of::<softmax::Params>(),
                 &[false],
                 &[("WG", tuning.softmax_wg as f64)],
-            ),
+            )
+        };
+        Ok(Self {
+            tuning,
+            softmax: softmax_kernel("softmax"),
+            softmax_vec4: softmax_kernel("softmax_vec4"),
             head_mean: Kernel::new(
                 device,
                 "head_mean",

@@ -31,8 +31,14 @@ pub(crate) fn record<'k>(
 ) {
     let rows = block.batch_count * heads * block.rows;
     let [x, y] = spread(rows);
+    // Rows of a multiple of 4 keys start at multiples of 4: read as vec4.
+    let kernel = if cols.is_multiple_of(4) {
+        &kernels.softmax_vec4
+    } else {
+        &kernels.softmax
+    };
     batch.dispatch(
-        &kernels.softmax,
+        kernel,
         &Params {
             rows,
             cols,
