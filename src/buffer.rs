@@ -289,23 +289,25 @@ pub(crate) fn read_back<T: bytemuck::Pod>(
         .zip(receivers)
         .map(|((buffer, len), receiver)| {
             // The staging buffers are the crate's own and never destroyed by it, so a mapping
-            // that fails means the device went away under the call — often before its loss
-            // callback has run: report the loss, not a readback failure.
+            // or a mapped view that fails means the device went away under the call (a
+            // destroy can land between the two) — often before its loss callback has run:
+            // report the loss, not a readback failure.
+            let lost = |e: String| {
+                gpu.device().poll(wgpu::PollType::Poll).ok();
+                gpu.check_alive()?;
+                Err(Error::DeviceLost(format!(
+                    "reading a result buffer failed ({e}): the device was lost or destroyed"
+                )))
+            };
             let mapped = pollster::block_on(receiver.receive())
                 .ok_or_else(|| "the map callback was dropped".to_string())
                 .and_then(|r| r.map_err(|e| e.to_string()));
             if let Err(e) = mapped {
-                gpu.device().poll(wgpu::PollType::Poll).ok();
-                gpu.check_alive()?;
-                return Err(Error::DeviceLost(format!(
-                    "mapping a result buffer failed ({e}): the device was lost or destroyed"
-                )));
+                return lost(e);
             }
-            let data = {
-                let view = buffer
-                    .get_mapped_range(..bytes(*len).max(4))
-                    .map_err(|e| Error::Readback(e.to_string()))?;
-                bytemuck::cast_slice::<u8, T>(&view)[..*len].to_vec()
+            let data = match buffer.get_mapped_range(..bytes(*len).max(4)) {
+                Ok(view) => bytemuck::cast_slice::<u8, T>(&view)[..*len].to_vec(),
+                Err(e) => return lost(e.to_string()),
             };
             buffer.unmap();
             Ok(data)

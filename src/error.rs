@@ -114,10 +114,6 @@ pub enum Error {
     /// The device was lost (driver reset, `Device::destroy`, …).
     #[error("the GPU device was lost: {0}")]
     DeviceLost(String),
-
-    /// Mapping a buffer for readback failed.
-    #[error("buffer readback failed: {0}")]
-    Readback(String),
 }
 
 /// Short for `std::result::Result<T, wgpu_mha::Error>`.
