@@ -1,27 +1,12 @@
 // Linear layer, PyTorch's nn.Linear: Y = X · Wᵀ + b, with W in PyTorch's [out, in] layout.
 // Used for the in-projections (q, k, v — one launch when they share an input) and the
 // out-projection. Offsets let one launch read a slice of a packed weight (in_proj_weight).
-// The tiling lives in gemm_tile.wgsl; this file says where A, B and C are.
+// The tiling lives in gemm_tile.wgsl; this file says where A, B and C are;
+// linear_params.wgsl holds the parameter block.
 // Operands are stored as `Elem`, the result as `Out` (storage_*.wgsl); arithmetic is f32.
 
-struct Params {
-    rows: u32,        // M: rows of X and Y
-    cols: u32,        // N: output features (rows of W)
-    depth: u32,       // K: input features
-    has_bias: u32,
-    x_offset: u32,
-    x_row_stride: u32,
-    w_offset: u32,
-    bias_offset: u32,
-    y_offset: u32,
-    y_row_stride: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<Elem>;
 @group(0) @binding(2) var<storage, read> w: array<Elem>;
-@group(0) @binding(3) var<storage, read> bias: array<Elem>;
-@group(0) @binding(4) var<storage, read_write> y: array<Out>;
 
 const B_N_CONTIGUOUS: bool = false; // W[n, k] runs along k
 const SKIP_ZERO_A: bool = false;

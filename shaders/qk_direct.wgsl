@@ -18,16 +18,6 @@ override WG_Y: u32 = 8u; // invocations along the query rows
 const TM: u32 = 4u; // query rows per invocation
 const TN: u32 = 8u; // keys per invocation
 
-// acc + (a·b0, a·b1, a·b2, a·b3), as chains of fma.
-fn dots(acc: vec4<f32>, a: vec4<f32>, b0: vec4<f32>, b1: vec4<f32>, b2: vec4<f32>, b3: vec4<f32>) -> vec4<f32> {
-    return vec4<f32>(
-        fma(a.w, b0.w, fma(a.z, b0.z, fma(a.y, b0.y, fma(a.x, b0.x, acc.x)))),
-        fma(a.w, b1.w, fma(a.z, b1.z, fma(a.y, b1.y, fma(a.x, b1.x, acc.y)))),
-        fma(a.w, b2.w, fma(a.z, b2.z, fma(a.y, b2.y, fma(a.x, b2.x, acc.z)))),
-        fma(a.w, b3.w, fma(a.z, b3.z, fma(a.y, b3.y, fma(a.x, b3.x, acc.w)))),
-    );
-}
-
 @compute @workgroup_size(WG_X, WG_Y, 1)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let z = wg.z;

@@ -334,11 +334,11 @@ impl MultiHeadAttention {
             (GpuInProj::Separate { v, .. }, Proj::V) => (v, 0),
         };
         let kernels = self.gpu.kernels();
-        let kernel = &kernels.matmuls(self.gpu.device(), self.config.dtype).linear;
         linear::record(
             batch,
             kernels,
-            kernel,
+            kernels.matmuls(self.gpu.device(), self.config.dtype),
+            Storage::inner(self.config.dtype),
             &Linear {
                 rows: rows as u32,
                 cols: cols as u32,
@@ -499,13 +499,11 @@ impl PreparedMha<'_> {
             &self.plan,
         )?;
         let kernels = mha.gpu.kernels();
-        let out_proj = &kernels
-            .matmuls(mha.gpu.device(), mha.config.dtype)
-            .linear_last;
         linear::record(
             batch,
             kernels,
-            out_proj,
+            kernels.matmuls(mha.gpu.device(), mha.config.dtype),
+            Storage::last(mha.config.dtype),
             &Linear {
                 rows: rows_q as u32,
                 cols: e as u32,

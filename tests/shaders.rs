@@ -12,6 +12,7 @@ fn every_shader_parses_and_validates() {
         names,
         [
             "linear",
+            "linear_direct",
             "qk",
             "qk_direct",
             "av",
@@ -82,7 +83,7 @@ fn tile_sizes_are_override_constants() {
             .collect();
         let expected: &[&str] = match name {
             "linear" | "qk" | "av" => &["WG_X", "WG_Y", "BK"],
-            "qk_direct" | "av_direct" => &["WG_X", "WG_Y"],
+            "linear_direct" | "qk_direct" | "av_direct" => &["WG_X", "WG_Y"],
             "softmax" | "softmax_vec4" => &["WG"],
             "fused" => &["WG_X", "D_VEC", "WG_Y", "BC", "KV_VEC"],
             _ => &[],

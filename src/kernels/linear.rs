@@ -2,7 +2,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{Kernel, Kernels};
+use super::{Kernels, Matmuls, Storage};
 use crate::batch::Batch;
 
 #[repr(C)]
@@ -41,11 +41,14 @@ pub(crate) struct Linear<'a> {
     pub y_row_stride: u32,
 }
 
-/// Records one launch of `kernel` (a `linear` pipeline of the operands' storage).
+/// Records one launch of a `linear` pipeline of `matmuls` (those of the operands' storage)
+/// writing `storage`'s result type: the register-blocked one where the tuning has it and X
+/// and W can be read as vec4, else the staged one.
 pub(crate) fn record<'k>(
     batch: &mut Batch<'k>,
     kernels: &'k Kernels,
-    kernel: &'k Kernel,
+    matmuls: &'k Matmuls,
+    storage: Storage,
     l: &Linear,
 ) {
     let params = Params {
@@ -62,11 +65,23 @@ pub(crate) fn record<'k>(
         _pad: [0; 2],
     };
     let bias = l.bias.map_or(&kernels.placeholder, |b| b.buffer);
-    let groups = [
-        l.cols.div_ceil(kernels.tuning.gemm.tile_cols()),
-        l.rows.div_ceil(kernels.tuning.gemm.tile_rows()),
-        1,
-    ];
+    let aligned = [l.depth, l.x.offset, l.w.offset]
+        .iter()
+        .all(|x| x.is_multiple_of(4));
+    let (kernel, [tile_rows, tile_cols]) = match matmuls.direct.as_ref().filter(|_| aligned) {
+        Some(direct) => (
+            direct.linear.for_storage(storage),
+            [direct.tiles.tile_rows(), direct.tiles.tile_cols()],
+        ),
+        None => {
+            let tiles = &kernels.tuning.gemm;
+            (
+                matmuls.linear.for_storage(storage),
+                [tiles.tile_rows(), tiles.tile_cols()],
+            )
+        }
+    };
+    let groups = [l.cols.div_ceil(tile_cols), l.rows.div_ceil(tile_rows), 1];
     batch.dispatch(
         kernel,
         &params,

@@ -28,7 +28,9 @@ mod source {
     pub const GEMM_TILE: &str = include_str!("../../shaders/gemm_tile.wgsl");
     pub const HEADS: &str = include_str!("../../shaders/heads.wgsl");
     pub const MASKS: &str = include_str!("../../shaders/masks.wgsl");
+    pub const LINEAR_PARAMS: &str = include_str!("../../shaders/linear_params.wgsl");
     pub const LINEAR: &str = include_str!("../../shaders/linear.wgsl");
+    pub const LINEAR_DIRECT: &str = include_str!("../../shaders/linear_direct.wgsl");
     pub const QK_PARAMS: &str = include_str!("../../shaders/qk_params.wgsl");
     pub const QK: &str = include_str!("../../shaders/qk.wgsl");
     pub const QK_DIRECT: &str = include_str!("../../shaders/qk_direct.wgsl");
@@ -92,8 +94,9 @@ impl Storage {
 }
 
 /// The kernels whose operands have a storage type.
-pub const STORED_KERNELS: [&str; 7] = [
+pub const STORED_KERNELS: [&str; 8] = [
     "linear",
+    "linear_direct",
     "qk",
     "qk_direct",
     "av",
@@ -103,12 +106,26 @@ pub const STORED_KERNELS: [&str; 7] = [
 ];
 
 /// The complete WGSL source of shader `name` (one of [`KERNEL_NAMES`]; or `fused_combine`,
-/// which runs under the name `fused`; or `qk_direct`, `av_direct` and `softmax_vec4`, which
-/// run under the names `qk`, `av` and `softmax`) as handed to the device; `storage` applies to the kernels of [`STORED_KERNELS`] and is ignored by the rest.
+/// which runs under the name `fused`; or `linear_direct`, `qk_direct`, `av_direct` and
+/// `softmax_vec4`, which run under the names `linear`, `qk`, `av` and `softmax`) as handed to the device; `storage` applies to the kernels of [`STORED_KERNELS`] and is ignored by the rest.
 pub fn shader_source(name: &str, storage: Storage) -> Option<String> {
     let prelude = storage.prelude();
     Some(match name {
-        "linear" => [prelude, source::FLOAT, source::GEMM_TILE, source::LINEAR].concat(),
+        "linear" => [
+            prelude,
+            source::FLOAT,
+            source::GEMM_TILE,
+            source::LINEAR_PARAMS,
+            source::LINEAR,
+        ]
+        .concat(),
+        "linear_direct" => [
+            prelude,
+            source::FLOAT,
+            source::LINEAR_PARAMS,
+            source::LINEAR_DIRECT,
+        ]
+        .concat(),
         "qk" => [
             prelude,
             source::FLOAT,
@@ -166,6 +183,7 @@ pub fn shader_source(name: &str, storage: Storage) -> Option<String> {
 pub fn shader_sources() -> Vec<(&'static str, String)> {
     [
         "linear",
+        "linear_direct",
         "qk",
         "qk_direct",
         "av",
@@ -326,19 +344,20 @@ impl PerResult {
     }
 }
 
-/// The register-blocked QKᵀ and P·V (`Tuning::direct`), used where the layout allows.
+/// The register-blocked linear layer, QKᵀ and P·V (`Tuning::direct`), used where the
+/// layout allows.
 pub(crate) struct DirectMatmuls {
     pub tiles: DirectTiles,
+    pub linear: PerResult,
     pub qk: Kernel,
     pub av: PerResult,
 }
 
 /// The matrix-product pipelines of one storage dtype.
 pub(crate) struct Matmuls {
-    /// Linear layer whose result stays in the storage dtype (the in-projections).
-    pub linear: Kernel,
-    /// Linear layer with an f32 result (the out-projection).
-    pub linear_last: Kernel,
+    /// The linear layer: the in-projections' result stays in the storage dtype, the
+    /// out-projection's is f32.
+    pub linear: PerResult,
     pub qk: Kernel,
     pub av: PerResult,
     pub direct: Option<DirectMatmuls>,
@@ -372,13 +391,14 @@ impl Matmuls {
         };
         let qk_bindings = [true, true, true, true, false];
         let av_bindings = [true, true, false];
+        let linear_bindings = [true, true, true, false];
         let linear = pair(&|storage| {
             build(
                 "linear",
                 "linear",
                 storage,
                 size_of::<linear::Params>(),
-                &[true, true, true, false],
+                &linear_bindings,
                 &gemm,
             )
         });
@@ -387,6 +407,16 @@ impl Matmuls {
             let constants = [("WG_X", tiles.wg_x as f64), ("WG_Y", tiles.wg_y as f64)];
             DirectMatmuls {
                 tiles,
+                linear: pair(&|storage| {
+                    build(
+                        "linear",
+                        "linear_direct",
+                        storage,
+                        size_of::<linear::Params>(),
+                        &linear_bindings,
+                        &constants,
+                    )
+                }),
                 qk: build(
                     "qk",
                     "qk_direct",
@@ -408,8 +438,7 @@ impl Matmuls {
             }
         });
         Self {
-            linear: linear.inner,
-            linear_last: linear.last,
+            linear,
             qk: build(
                 "qk",
                 "qk",
