@@ -1,6 +1,8 @@
-// Shared by softmax.wgsl (one score per load) and softmax_vec4.wgsl (four, for rows whose
-// length is a multiple of 4): the parameter block, the workgroup's partial results and their
-// merge, and how far a row is read and written. float.wgsl (prepended) has the float helpers.
+// Shared by the softmax kernels — softmax.wgsl (a workgroup per row, one score per load),
+// softmax_vec4.wgsl (a workgroup per row, four) and softmax_rows.wgsl (an invocation per row,
+// four): the parameter block, how far a row is read and written, the folding of four scores
+// into a running (max, sum), and the workgroup's merge. float.wgsl (prepended) has the float
+// helpers.
 
 override WG: u32 = 128u;
 
@@ -74,4 +76,44 @@ fn reduce_row(t: u32, m: f32, s: f32, bad: bool) -> RowStats {
         workgroupBarrier();
     }
     return RowStats(part_max[0], 1.0 / part_sum[0], part_bad[0] != 0u);
+}
+
+// Whether each component is NaN or +inf: a score that poisons its row.
+fn poisons4(x: vec4<f32>) -> vec4<bool> {
+    let bits = bitcast<vec4<u32>>(x);
+    let magnitude = bits & vec4<u32>(0x7fffffffu);
+    return (magnitude > vec4<u32>(0x7f800000u)) | (bits == vec4<u32>(0x7f800000u));
+}
+
+// A running (max, sum of exp(x - max)) and whether a poisoning score was seen.
+struct Fold {
+    max: f32,
+    sum: f32,
+    bad: bool,
+}
+
+// Folds four scores into (m, s, bad) with one rescale; -inf scores add nothing, and nothing
+// changes while every score so far is -inf.
+fn fold_chunk(m: f32, s: f32, bad: bool, x: vec4<f32>) -> Fold {
+    let poisoned = bad || any(poisons4(x));
+    let new_max = max(m, max(max(x.x, x.y), max(x.z, x.w)));
+    if is_neg_inf(new_max) {
+        return Fold(m, s, poisoned);
+    }
+    let e = exp(x - vec4<f32>(new_max));
+    return Fold(new_max, s * exp(m - new_max) + (e.x + e.y) + (e.z + e.w), poisoned);
+}
+
+// Probabilities of the four scores x at keys first..first + 4 of a row with statistics
+// (row_max, inv_sum, bad): NaN for a poisoned row, 0 past the visible keys and for a row
+// with nothing visible.
+fn chunk_probs(row_max: f32, inv_sum: f32, bad: bool, x: vec4<f32>, first: u32, visible: u32) -> vec4<f32> {
+    if bad {
+        return vec4<f32>(nan());
+    }
+    if is_neg_inf(row_max) || first >= visible {
+        return vec4<f32>(0.0);
+    }
+    let keys = vec4<u32>(first) + vec4<u32>(0u, 1u, 2u, 3u);
+    return select(vec4<f32>(0.0), exp(x - vec4<f32>(row_max)) * inv_sum, keys < vec4<u32>(visible));
 }

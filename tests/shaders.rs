@@ -19,6 +19,7 @@ fn every_shader_parses_and_validates() {
             "av_direct",
             "softmax",
             "softmax_vec4",
+            "softmax_rows",
             "head_mean",
             "fused",
             "fused_combine"
@@ -84,7 +85,7 @@ fn tile_sizes_are_override_constants() {
         let expected: &[&str] = match name {
             "linear" | "qk" | "av" => &["WG_X", "WG_Y", "BK"],
             "linear_direct" | "qk_direct" | "av_direct" => &["WG_X", "WG_Y"],
-            "softmax" | "softmax_vec4" => &["WG"],
+            "softmax" | "softmax_vec4" | "softmax_rows" => &["WG"],
             "fused" => &["WG_X", "D_VEC", "WG_Y", "BC", "KV_VEC"],
             _ => &[],
         };

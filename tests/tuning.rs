@@ -14,6 +14,7 @@ fn tunings() -> Vec<Tuning> {
         Tuning {
             gemm: gemm(8, 8, 16),
             softmax_wg: 64,
+            softmax_whole_rows: false,
             fused_block: Some((16, 16)),
             prefer_fused: true,
             fused_split_groups: 1 << 16,
@@ -23,6 +24,7 @@ fn tunings() -> Vec<Tuning> {
         Tuning {
             gemm: gemm(16, 8, 32),
             softmax_wg: 256,
+            softmax_whole_rows: true,
             fused_block: Some((64, 16)),
             prefer_fused: false,
             fused_split_groups: 0,
@@ -32,6 +34,7 @@ fn tunings() -> Vec<Tuning> {
         Tuning {
             gemm: gemm(4, 16, 8),
             softmax_wg: 32,
+            softmax_whole_rows: false,
             fused_block: Some((16, 8)),
             prefer_fused: true,
             fused_split_groups: 256,

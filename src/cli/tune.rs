@@ -35,7 +35,18 @@ const GEMM_CANDIDATES: [(u32, u32, u32); 8] = [
     (4, 8, 32),
 ];
 
-const SOFTMAX_CANDIDATES: [u32; 6] = [8, 16, 32, 64, 128, 256];
+/// Softmax (whole rows per invocation, invocations per workgroup).
+const SOFTMAX_CANDIDATES: [(bool, u32); 9] = [
+    (false, 8),
+    (false, 16),
+    (false, 32),
+    (false, 64),
+    (false, 128),
+    (false, 256),
+    (true, 8),
+    (true, 32),
+    (true, 64),
+];
 
 /// P·V tiles (wg_x, wg_y, bk); `None`: derived from the GEMM tiles.
 const AV_CANDIDATES: [Option<(u32, u32, u32)>; 6] = [
@@ -187,13 +198,14 @@ pub fn run(device: &DeviceArgs, args: &TuneArgs) -> Result<Outcome> {
     )
     .map_or(base.gemm, |(wg_x, wg_y, bk)| GemmTiles { wg_x, wg_y, bk });
 
-    let softmax_wg = pick(
-        "softmax invocations per row — B1 H8 256×256 scores",
+    let (softmax_whole_rows, softmax_wg) = pick(
+        "softmax (whole rows per invocation, invocations per workgroup) — B1 H8 256×256 scores",
         SOFTMAX_CANDIDATES,
-        |wg| {
+        |(whole_rows, wg)| {
             let tuning = Tuning {
                 gemm,
                 softmax_wg: wg,
+                softmax_whole_rows: whole_rows,
                 ..base
             };
             time_sdpa(
@@ -204,7 +216,7 @@ pub fn run(device: &DeviceArgs, args: &TuneArgs) -> Result<Outcome> {
             )
         },
     )
-    .unwrap_or(base.softmax_wg);
+    .unwrap_or((base.softmax_whole_rows, base.softmax_wg));
 
     // The staged P·V tiles serve layouts the register-blocked kernel cannot read (and every
     // call where the tuning has none): measured with it off.
@@ -215,6 +227,7 @@ pub fn run(device: &DeviceArgs, args: &TuneArgs) -> Result<Outcome> {
             let tuning = Tuning {
                 gemm,
                 softmax_wg,
+                softmax_whole_rows,
                 av: tiles.map(|(wg_x, wg_y, bk)| GemmTiles { wg_x, wg_y, bk }),
                 direct: None,
                 ..base
@@ -237,6 +250,7 @@ pub fn run(device: &DeviceArgs, args: &TuneArgs) -> Result<Outcome> {
             let tuning = Tuning {
                 gemm,
                 softmax_wg,
+                softmax_whole_rows,
                 av,
                 direct: shape.map(|(wg_x, wg_y)| DirectTiles { wg_x, wg_y }),
                 ..base
@@ -260,6 +274,7 @@ pub fn run(device: &DeviceArgs, args: &TuneArgs) -> Result<Outcome> {
             let tuning = Tuning {
                 gemm,
                 softmax_wg,
+                softmax_whole_rows,
                 fused_block: Some(block),
                 ..base
             };
@@ -276,6 +291,7 @@ pub fn run(device: &DeviceArgs, args: &TuneArgs) -> Result<Outcome> {
             let tuning = Tuning {
                 gemm,
                 softmax_wg,
+                softmax_whole_rows,
                 fused_block,
                 fused_split_groups: target,
                 ..base
@@ -300,6 +316,7 @@ pub fn run(device: &DeviceArgs, args: &TuneArgs) -> Result<Outcome> {
             let tuning = Tuning {
                 gemm,
                 softmax_wg,
+                softmax_whole_rows,
                 fused_block,
                 prefer_fused: true,
                 fused_split_groups,
@@ -312,6 +329,7 @@ pub fn run(device: &DeviceArgs, args: &TuneArgs) -> Result<Outcome> {
     let tuned = Tuning {
         gemm,
         softmax_wg,
+        softmax_whole_rows,
         fused_block,
         prefer_fused: core != Some(AttentionPath::ThreePass),
         fused_split_groups,

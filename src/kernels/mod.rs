@@ -40,6 +40,7 @@ mod source {
     pub const SOFTMAX_PARAMS: &str = include_str!("../../shaders/softmax_params.wgsl");
     pub const SOFTMAX: &str = include_str!("../../shaders/softmax.wgsl");
     pub const SOFTMAX_VEC4: &str = include_str!("../../shaders/softmax_vec4.wgsl");
+    pub const SOFTMAX_ROWS: &str = include_str!("../../shaders/softmax_rows.wgsl");
     pub const HEAD_MEAN: &str = include_str!("../../shaders/head_mean.wgsl");
     pub const FUSED: &str = include_str!("../../shaders/fused.wgsl");
     pub const FUSED_COMBINE: &str = include_str!("../../shaders/fused_combine.wgsl");
@@ -106,8 +107,9 @@ pub const STORED_KERNELS: [&str; 8] = [
 ];
 
 /// The complete WGSL source of shader `name` (one of [`KERNEL_NAMES`]; or `fused_combine`,
-/// which runs under the name `fused`; or `linear_direct`, `qk_direct`, `av_direct` and
-/// `softmax_vec4`, which run under the names `linear`, `qk`, `av` and `softmax`) as handed to the device; `storage` applies to the kernels of [`STORED_KERNELS`] and is ignored by the rest.
+/// which runs under the name `fused`; or `linear_direct`, `qk_direct`, `av_direct`,
+/// `softmax_vec4` and `softmax_rows`, which run under the names `linear`, `qk`, `av` and
+/// `softmax`) as handed to the device; `storage` applies to the kernels of [`STORED_KERNELS`] and is ignored by the rest.
 pub fn shader_source(name: &str, storage: Storage) -> Option<String> {
     let prelude = storage.prelude();
     Some(match name {
@@ -164,6 +166,7 @@ pub fn shader_source(name: &str, storage: Storage) -> Option<String> {
         .concat(),
         "softmax" => [source::FLOAT, source::SOFTMAX_PARAMS, source::SOFTMAX].concat(),
         "softmax_vec4" => [source::FLOAT, source::SOFTMAX_PARAMS, source::SOFTMAX_VEC4].concat(),
+        "softmax_rows" => [source::FLOAT, source::SOFTMAX_PARAMS, source::SOFTMAX_ROWS].concat(),
         "head_mean" => source::HEAD_MEAN.to_string(),
         "fused" => [
             prelude,
@@ -190,6 +193,7 @@ pub fn shader_sources() -> Vec<(&'static str, String)> {
         "av_direct",
         "softmax",
         "softmax_vec4",
+        "softmax_rows",
         "head_mean",
         "fused",
         "fused_combine",
@@ -469,6 +473,8 @@ pub(crate) struct Kernels {
     pub softmax: Kernel,
     /// Softmax of rows whose length is a multiple of 4, read and written as vec4.
     pub softmax_vec4: Kernel,
+    /// The same, an invocation per row (`Tuning::softmax_whole_rows`).
+    pub softmax_rows: Kernel,
     pub head_mean: Kernel,
     /// Bound where an optional input (bias, mask) is absent.
     pub placeholder: wgpu::Buffer,
@@ -501,6 +507,7 @@ impl Kernels {
             tuning,
             softmax: softmax_kernel("softmax"),
             softmax_vec4: softmax_kernel("softmax_vec4"),
+            softmax_rows: softmax_kernel("softmax_rows"),
             head_mean: Kernel::new(
                 device,
                 "head_mean",

@@ -30,13 +30,17 @@ pub(crate) fn record<'k>(
     scores: &wgpu::Buffer,
 ) {
     let rows = block.batch_count * heads * block.rows;
-    let [x, y] = spread(rows);
-    // Rows of a multiple of 4 keys start at multiples of 4: read as vec4.
-    let kernel = if cols.is_multiple_of(4) {
-        &kernels.softmax_vec4
+    // Rows of a multiple of 4 keys start at multiples of 4: read as vec4, by a workgroup
+    // per row or by an invocation per row.
+    let (kernel, workgroups) = if !cols.is_multiple_of(4) {
+        (&kernels.softmax, rows)
+    } else if kernels.tuning.softmax_whole_rows {
+        let per_workgroup = kernels.tuning.softmax_wg;
+        (&kernels.softmax_rows, rows.div_ceil(per_workgroup))
     } else {
-        &kernels.softmax
+        (&kernels.softmax_vec4, rows)
     };
+    let [x, y] = spread(workgroups);
     batch.dispatch(
         kernel,
         &Params {

@@ -19,12 +19,14 @@ pub fn gpu() -> Gpu {
     .clone()
 }
 
-/// The device of [`gpu`] with the staged QKᵀ and P·V kernels only (`Tuning::direct` off),
-/// so that tests can hold them against the register-blocked ones the adapter may default to.
+/// The device of [`gpu`] with the kernels GPUs default to: the staged matrix kernels
+/// (`Tuning::direct` off) and a workgroup per softmax row, so that tests can hold them
+/// against the register-blocked kernels and whole-row softmax a CPU adapter defaults to.
 pub fn staged_gpu() -> Gpu {
     let gpu = gpu();
     let tuning = Tuning {
         direct: None,
+        softmax_whole_rows: false,
         ..gpu.tuning()
     };
     gpu.with_tuning(tuning).expect("the staged kernels build")
