@@ -224,12 +224,19 @@ impl CorePlan {
             (AttentionPath::Auto, None) => {
                 let fused_fits = dims.heads_q * dims.batch <= MAX_GROUPS as usize;
                 // Even where three passes are tuned faster, the fused kernel wins where it
-                // skips work they do: a few query rows against many keys, as in decoding
-                // (three passes fill 64-row tiles; 5× on lavapipe at L=1, S=4096). Causal
-                // calls follow the preference: both paths skip the tiles past the diagonal
-                // (lavapipe, L=2048: three passes 590 ms, fused 804 ms).
-                let fused_skips_work = dims.len_q <= 4;
-                if fused_fits && (gpu.kernels().tuning.prefer_fused || fused_skips_work) {
+                // skips work they do: a few query rows against many keys, as in decoding,
+                // when three passes fill the staged kernels' 64-row tiles (5× on lavapipe at
+                // L=1, S=4096). The register-blocked kernels fill blocks of 4 rows: with
+                // them three passes won that decode on lavapipe, 31 ms against 173.
+                // Causal calls follow the preference: both paths skip the tiles past the
+                // diagonal (lavapipe, L=2048: three passes 278 ms, fused 773 ms).
+                let tuning = &gpu.kernels().tuning;
+                let blocked = tuning.direct.is_some()
+                    && [dims.head_dim, dims.head_dim_v, dims.len_kv]
+                        .iter()
+                        .all(|n| n.is_multiple_of(4));
+                let fused_skips_work = dims.len_q <= 4 && !blocked;
+                if fused_fits && (tuning.prefer_fused || fused_skips_work) {
                     fused().or_else(|_| three_pass())
                 } else if fused_fits {
                     // Tuned to prefer three passes on this adapter, unless its score blocks

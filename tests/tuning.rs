@@ -134,16 +134,27 @@ fn auto_follows_the_tuned_preference() {
             AttentionPath::ThreePass
         };
         assert_eq!(prepared.path(), expected);
-        // Causal calls follow the preference (both paths skip the tiles past the diagonal);
-        // decode-like calls take the fused kernel, which skips the work of idle tile rows.
+        // Causal calls follow the preference (both paths skip the tiles past the diagonal).
         let causal = SdpaOptions {
             causal: Some(Causal::TopLeft),
             ..Default::default()
         };
         let prepared = PreparedSdpa::prepare(&gpu, &q, &q, &q, &causal).unwrap();
         assert_eq!(prepared.path(), expected);
+        // Decode-like calls follow it too where the three passes have register-blocked
+        // kernels (4-row blocks), and take the fused kernel where they would fill the staged
+        // kernels' tall tiles.
         let one = random(&mut rng, &[1, 2, 1, 16], 1.0);
         let prepared = PreparedSdpa::prepare(&gpu, &one, &q, &q, &SdpaOptions::default()).unwrap();
+        assert_eq!(prepared.path(), expected);
+        let staged = gpu
+            .with_tuning(Tuning {
+                direct: None,
+                ..gpu.tuning()
+            })
+            .unwrap();
+        let prepared =
+            PreparedSdpa::prepare(&staged, &one, &q, &q, &SdpaOptions::default()).unwrap();
         assert_eq!(prepared.path(), AttentionPath::Fused);
         // Three passes preferred, but its score block cannot fit the budget: fused it is.
         gpu.set_memory_budget(4096);
