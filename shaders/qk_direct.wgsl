@@ -7,10 +7,19 @@
 //
 // Needs what vec4 loads need: a head size, offsets and strides of Q and K that are
 // multiples of 4 (the crate falls back to qk.wgsl otherwise). Same parameters, masks and
-// causal limit as qk.wgsl (qk_params.wgsl, masks.wgsl); heads.wgsl maps z to (batch, head).
+// causal limit as qk.wgsl (qk_params.wgsl, masks.wgsl); heads.wgsl maps z to (batch, head);
+// dot_block.wgsl computes the block.
 
 @group(0) @binding(1) var<storage, read> q: array<vec4<Elem>>;
 @group(0) @binding(2) var<storage, read> k: array<vec4<Elem>>;
+
+fn load_a4(i: u32) -> vec4<f32> {
+    return vec4<f32>(q[i]);
+}
+
+fn load_b4(i: u32) -> vec4<f32> {
+    return vec4<f32>(k[i]);
+}
 
 override WG_X: u32 = 8u; // invocations along the keys
 override WG_Y: u32 = 8u; // invocations along the query rows
@@ -33,50 +42,16 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         return;
     }
     let hd = head_of(z, p.batch0, p.heads_q, p.group);
-    // Indices in vec4s. Rows and keys past the end read the last one; they are not stored.
-    let q_base = (p.q_offset + hd.batch * p.q_stride_b + hd.head_q * p.q_stride_h) / 4u;
-    let k_base = (p.k_offset + hd.batch * p.k_stride_b + hd.head_kv * p.k_stride_h) / 4u;
+    // In vec4s: this head's rows of Q (from the block's first row) and of K.
     let q_row = p.q_stride_l / 4u;
-    let k_row = p.k_stride_s / 4u;
-    let last_m = p.rows - 1u;
-    let last_n = p.cols - 1u;
-    let qi0 = q_base + (p.row0 + min(m0, last_m)) * q_row;
-    let qi1 = q_base + (p.row0 + min(m0 + 1u, last_m)) * q_row;
-    let qi2 = q_base + (p.row0 + min(m0 + 2u, last_m)) * q_row;
-    let qi3 = q_base + (p.row0 + min(m0 + 3u, last_m)) * q_row;
-    let ki0 = k_base + min(n0, last_n) * k_row;
-    let ki1 = k_base + min(n0 + 1u, last_n) * k_row;
-    let ki2 = k_base + min(n0 + 2u, last_n) * k_row;
-    let ki3 = k_base + min(n0 + 3u, last_n) * k_row;
-    let ki4 = k_base + min(n0 + 4u, last_n) * k_row;
-    let ki5 = k_base + min(n0 + 5u, last_n) * k_row;
-    let ki6 = k_base + min(n0 + 6u, last_n) * k_row;
-    let ki7 = k_base + min(n0 + 7u, last_n) * k_row;
-
-    // acc[2r + c / 4][c % 4]: row m0 + r, key n0 + c. Constant indices keep it in registers.
-    var acc: array<vec4<f32>, 8>;
-    for (var t = 0u; t < p.depth / 4u; t++) {
-        let q0 = vec4<f32>(q[qi0 + t]);
-        let q1 = vec4<f32>(q[qi1 + t]);
-        let q2 = vec4<f32>(q[qi2 + t]);
-        let q3 = vec4<f32>(q[qi3 + t]);
-        let k0 = vec4<f32>(k[ki0 + t]);
-        let k1 = vec4<f32>(k[ki1 + t]);
-        let k2 = vec4<f32>(k[ki2 + t]);
-        let k3 = vec4<f32>(k[ki3 + t]);
-        let k4 = vec4<f32>(k[ki4 + t]);
-        let k5 = vec4<f32>(k[ki5 + t]);
-        let k6 = vec4<f32>(k[ki6 + t]);
-        let k7 = vec4<f32>(k[ki7 + t]);
-        acc[0] = dots(acc[0], q0, k0, k1, k2, k3);
-        acc[1] = dots(acc[1], q0, k4, k5, k6, k7);
-        acc[2] = dots(acc[2], q1, k0, k1, k2, k3);
-        acc[3] = dots(acc[3], q1, k4, k5, k6, k7);
-        acc[4] = dots(acc[4], q2, k0, k1, k2, k3);
-        acc[5] = dots(acc[5], q2, k4, k5, k6, k7);
-        acc[6] = dots(acc[6], q3, k0, k1, k2, k3);
-        acc[7] = dots(acc[7], q3, k4, k5, k6, k7);
-    }
+    let q_base = (p.q_offset + hd.batch * p.q_stride_b + hd.head_q * p.q_stride_h) / 4u
+        + p.row0 * q_row;
+    let k_base = (p.k_offset + hd.batch * p.k_stride_b + hd.head_kv * p.k_stride_h) / 4u;
+    let acc = dot_block(
+        q_base, q_row, m0, p.rows - 1u,
+        k_base, p.k_stride_s / 4u, n0, p.cols - 1u,
+        p.depth / 4u,
+    );
 
     // Constant indices only: an index computed at run time would move acc out of registers
     // for the whole kernel.

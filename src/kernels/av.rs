@@ -66,7 +66,7 @@ pub(crate) fn choose<'k>(
         && values.v.vec4_aligned();
     match matmuls.direct.as_ref().filter(|_| aligned) {
         Some(direct) => Choice {
-            kernel: direct.av.for_storage(storage),
+            kernel: direct.kernels.av.for_storage(storage),
             tile_rows: direct.tiles.tile_rows(),
             tile_cols: direct.tiles.tile_cols(),
             limit_rows: super::DirectTiles::ROWS,
@@ -74,7 +74,7 @@ pub(crate) fn choose<'k>(
         None => {
             let tiles = kernels.tuning.av_tiles();
             Choice {
-                kernel: matmuls.av.for_storage(storage),
+                kernel: matmuls.staged.av.for_storage(storage),
                 tile_rows: tiles.tile_rows(),
                 tile_cols: tiles.tile_cols(),
                 limit_rows: tiles.tile_rows(),

@@ -70,13 +70,13 @@ pub(crate) fn record<'k>(
         .all(|x| x.is_multiple_of(4));
     let (kernel, [tile_rows, tile_cols]) = match matmuls.direct.as_ref().filter(|_| aligned) {
         Some(direct) => (
-            direct.linear.for_storage(storage),
+            direct.kernels.linear.for_storage(storage),
             [direct.tiles.tile_rows(), direct.tiles.tile_cols()],
         ),
         None => {
             let tiles = &kernels.tuning.gemm;
             (
-                matmuls.linear.for_storage(storage),
+                matmuls.staged.linear.for_storage(storage),
                 [tiles.tile_rows(), tiles.tile_cols()],
             )
         }

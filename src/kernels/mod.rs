@@ -26,6 +26,7 @@ mod source {
     pub const STORAGE_F16_OUT_F32: &str = include_str!("../../shaders/storage_f16_out_f32.wgsl");
     pub const FLOAT: &str = include_str!("../../shaders/float.wgsl");
     pub const GEMM_TILE: &str = include_str!("../../shaders/gemm_tile.wgsl");
+    pub const DOT_BLOCK: &str = include_str!("../../shaders/dot_block.wgsl");
     pub const HEADS: &str = include_str!("../../shaders/heads.wgsl");
     pub const MASKS: &str = include_str!("../../shaders/masks.wgsl");
     pub const LINEAR_PARAMS: &str = include_str!("../../shaders/linear_params.wgsl");
@@ -124,6 +125,7 @@ pub fn shader_source(name: &str, storage: Storage) -> Option<String> {
         "linear_direct" => [
             prelude,
             source::FLOAT,
+            source::DOT_BLOCK,
             source::LINEAR_PARAMS,
             source::LINEAR_DIRECT,
         ]
@@ -141,6 +143,7 @@ pub fn shader_source(name: &str, storage: Storage) -> Option<String> {
         "qk_direct" => [
             prelude,
             source::FLOAT,
+            source::DOT_BLOCK,
             source::HEADS,
             source::QK_PARAMS,
             source::MASKS,
@@ -348,120 +351,103 @@ impl PerResult {
     }
 }
 
-/// The register-blocked linear layer, QKᵀ and P·V (`Tuning::direct`), used where the
-/// layout allows.
-pub(crate) struct DirectMatmuls {
-    pub tiles: DirectTiles,
+/// The linear layer, QKᵀ and P·V pipelines of one kind (staged or register-blocked) and one
+/// storage dtype.
+pub(crate) struct MatmulSet {
+    /// The in-projections' result stays in the storage dtype, the out-projection's is f32.
     pub linear: PerResult,
     pub qk: Kernel,
+    /// P·V into the storage dtype (MHA's attention output) or into f32 (SDPA's output).
     pub av: PerResult,
 }
 
-/// The matrix-product pipelines of one storage dtype.
+/// WGSL override constants of one kernel.
+type Constants<'a> = &'a [(&'static str, f64)];
+
+impl MatmulSet {
+    /// Builds `linear`, `qk` and `av` from the sources of those names plus `suffix`
+    /// (`""`: staged, `"_direct"`: register-blocked), each with its override constants.
+    fn build(
+        device: &wgpu::Device,
+        dtype: Dtype,
+        suffix: &str,
+        [linear_constants, qk_constants, av_constants]: [Constants; 3],
+    ) -> Self {
+        let (inner, last) = (Storage::inner(dtype), Storage::last(dtype));
+        let build = |name: &'static str, storage, params, bindings: &[bool], constants| {
+            let source = shader_source(&format!("{name}{suffix}"), storage);
+            Kernel::new(
+                device,
+                name,
+                &source.expect("known kernel"),
+                params,
+                bindings,
+                constants,
+            )
+        };
+        // One pipeline per result type, shared when both are the same.
+        let pair = |name, params, bindings: &[bool], constants| {
+            let inner_kernel = build(name, inner, params, bindings, constants);
+            PerResult {
+                last: if last == inner {
+                    inner_kernel.clone()
+                } else {
+                    build(name, last, params, bindings, constants)
+                },
+                inner: inner_kernel,
+            }
+        };
+        Self {
+            linear: pair(
+                "linear",
+                size_of::<linear::Params>(),
+                &[true, true, true, false],
+                linear_constants,
+            ),
+            qk: build(
+                "qk",
+                inner,
+                size_of::<qk::Params>(),
+                &[true, true, true, true, false],
+                qk_constants,
+            ),
+            av: pair(
+                "av",
+                size_of::<av::Params>(),
+                &[true, true, false],
+                av_constants,
+            ),
+        }
+    }
+}
+
+/// The register-blocked kernels (`Tuning::direct`) and their workgroup shape.
+pub(crate) struct DirectMatmuls {
+    pub tiles: DirectTiles,
+    pub kernels: MatmulSet,
+}
+
+/// The matrix-product pipelines of one storage dtype: the staged ones, which serve every
+/// layout, and the register-blocked ones where the tuning has them, used where the layout
+/// allows vec4 loads.
 pub(crate) struct Matmuls {
-    /// The linear layer: the in-projections' result stays in the storage dtype, the
-    /// out-projection's is f32.
-    pub linear: PerResult,
-    pub qk: Kernel,
-    pub av: PerResult,
+    pub staged: MatmulSet,
     pub direct: Option<DirectMatmuls>,
 }
 
 impl Matmuls {
     fn build(device: &wgpu::Device, tuning: &Tuning, dtype: Dtype) -> Self {
         let gemm = gemm_constants(&tuning.gemm);
-        let (inner, last) = (Storage::inner(dtype), Storage::last(dtype));
-        // One pipeline per result type, shared when both are the same.
-        let pair = |build: &dyn Fn(Storage) -> Kernel| {
-            let inner_kernel = build(inner);
-            PerResult {
-                last: if last == inner {
-                    inner_kernel.clone()
-                } else {
-                    build(last)
-                },
-                inner: inner_kernel,
-            }
-        };
-        let build = |name, source: &str, storage, params, bindings: &[bool], constants: &[_]| {
-            Kernel::new(
-                device,
-                name,
-                &shader_source(source, storage).expect("known kernel"),
-                params,
-                bindings,
-                constants,
-            )
-        };
-        let qk_bindings = [true, true, true, true, false];
-        let av_bindings = [true, true, false];
-        let linear_bindings = [true, true, true, false];
-        let linear = pair(&|storage| {
-            build(
-                "linear",
-                "linear",
-                storage,
-                size_of::<linear::Params>(),
-                &linear_bindings,
-                &gemm,
-            )
-        });
-        let av_constants = gemm_constants(&tuning.av_tiles());
-        let direct = tuning.direct.map(|tiles| {
-            let constants = [("WG_X", tiles.wg_x as f64), ("WG_Y", tiles.wg_y as f64)];
-            DirectMatmuls {
-                tiles,
-                linear: pair(&|storage| {
-                    build(
-                        "linear",
-                        "linear_direct",
-                        storage,
-                        size_of::<linear::Params>(),
-                        &linear_bindings,
-                        &constants,
-                    )
-                }),
-                qk: build(
-                    "qk",
-                    "qk_direct",
-                    inner,
-                    size_of::<qk::Params>(),
-                    &qk_bindings,
-                    &constants,
-                ),
-                av: pair(&|storage| {
-                    build(
-                        "av",
-                        "av_direct",
-                        storage,
-                        size_of::<av::Params>(),
-                        &av_bindings,
-                        &constants,
-                    )
-                }),
-            }
-        });
+        let av = gemm_constants(&tuning.av_tiles());
         Self {
-            linear,
-            qk: build(
-                "qk",
-                "qk",
-                inner,
-                size_of::<qk::Params>(),
-                &qk_bindings,
-                &gemm,
-            ),
-            av: pair(&|storage| {
-                build(
-                    "av",
-                    "av",
-                    storage,
-                    size_of::<av::Params>(),
-                    &av_bindings,
-                    &av_constants,
-                )
+            staged: MatmulSet::build(device, dtype, "", [&gemm, &gemm, &av]),
+            direct: tuning.direct.map(|tiles| {
+                let shape = [("WG_X", tiles.wg_x as f64), ("WG_Y", tiles.wg_y as f64)];
+                DirectMatmuls {
+                    tiles,
+                    kernels: MatmulSet::build(device, dtype, "_direct", [&shape; 3]),
+                }
             }),
-            direct,
         }
     }
 }

@@ -74,12 +74,12 @@ pub(crate) fn record<'k>(
         .filter(|_| d.head_dim.is_multiple_of(4) && s.q.vec4_aligned() && s.k.vec4_aligned());
     let (kernel, [tile_rows, tile_cols]) = match direct {
         Some(direct) => (
-            &direct.qk,
+            &direct.kernels.qk,
             [direct.tiles.tile_rows(), direct.tiles.tile_cols()],
         ),
         None => {
             let tiles = &kernels.tuning.gemm;
-            (&matmuls.qk, [tiles.tile_rows(), tiles.tile_cols()])
+            (&matmuls.staged.qk, [tiles.tile_rows(), tiles.tile_cols()])
         }
     };
     let groups = [

@@ -1,0 +1,62 @@
+// Shared by the register-blocked products whose operands both run along the depth:
+// qk_direct.wgsl (Q·Kᵀ) and linear_direct.wgsl (X·Wᵀ). The kernel that includes this file
+// supplies its loads:
+//   fn load_a4(i: u32) -> vec4<f32>   vec4 i of A (its rows: queries, or inputs)
+//   fn load_b4(i: u32) -> vec4<f32>   vec4 i of B (its rows: keys, or weight rows)
+
+// acc + (a·b0, a·b1, a·b2, a·b3), as chains of fma in component order.
+fn dots(acc: vec4<f32>, a: vec4<f32>, b0: vec4<f32>, b1: vec4<f32>, b2: vec4<f32>, b3: vec4<f32>) -> vec4<f32> {
+    return vec4<f32>(
+        fma(a.w, b0.w, fma(a.z, b0.z, fma(a.y, b0.y, fma(a.x, b0.x, acc.x)))),
+        fma(a.w, b1.w, fma(a.z, b1.z, fma(a.y, b1.y, fma(a.x, b1.x, acc.y)))),
+        fma(a.w, b2.w, fma(a.z, b2.z, fma(a.y, b2.y, fma(a.x, b2.x, acc.z)))),
+        fma(a.w, b3.w, fma(a.z, b3.z, fma(a.y, b3.y, fma(a.x, b3.x, acc.w)))),
+    );
+}
+
+// The 4 × 8 block of dot products of A's rows m0..m0 + 4 with B's rows n0..n0 + 8 over
+// `steps` vec4s: element (r, c) is acc[2r + c / 4][c % 4]. Row m of A starts at vec4
+// a_base + m·a_row, row n of B at b_base + n·b_row; rows past last_m or last_n read the last
+// one (their results are not stored). Constant indices keep the block in registers.
+fn dot_block(
+    a_base: u32, a_row: u32, m0: u32, last_m: u32,
+    b_base: u32, b_row: u32, n0: u32, last_n: u32,
+    steps: u32,
+) -> array<vec4<f32>, 8> {
+    let ai0 = a_base + min(m0, last_m) * a_row;
+    let ai1 = a_base + min(m0 + 1u, last_m) * a_row;
+    let ai2 = a_base + min(m0 + 2u, last_m) * a_row;
+    let ai3 = a_base + min(m0 + 3u, last_m) * a_row;
+    let bi0 = b_base + min(n0, last_n) * b_row;
+    let bi1 = b_base + min(n0 + 1u, last_n) * b_row;
+    let bi2 = b_base + min(n0 + 2u, last_n) * b_row;
+    let bi3 = b_base + min(n0 + 3u, last_n) * b_row;
+    let bi4 = b_base + min(n0 + 4u, last_n) * b_row;
+    let bi5 = b_base + min(n0 + 5u, last_n) * b_row;
+    let bi6 = b_base + min(n0 + 6u, last_n) * b_row;
+    let bi7 = b_base + min(n0 + 7u, last_n) * b_row;
+    var acc: array<vec4<f32>, 8>;
+    for (var t = 0u; t < steps; t++) {
+        let a0 = load_a4(ai0 + t);
+        let a1 = load_a4(ai1 + t);
+        let a2 = load_a4(ai2 + t);
+        let a3 = load_a4(ai3 + t);
+        let b0 = load_b4(bi0 + t);
+        let b1 = load_b4(bi1 + t);
+        let b2 = load_b4(bi2 + t);
+        let b3 = load_b4(bi3 + t);
+        let b4 = load_b4(bi4 + t);
+        let b5 = load_b4(bi5 + t);
+        let b6 = load_b4(bi6 + t);
+        let b7 = load_b4(bi7 + t);
+        acc[0] = dots(acc[0], a0, b0, b1, b2, b3);
+        acc[1] = dots(acc[1], a0, b4, b5, b6, b7);
+        acc[2] = dots(acc[2], a1, b0, b1, b2, b3);
+        acc[3] = dots(acc[3], a1, b4, b5, b6, b7);
+        acc[4] = dots(acc[4], a2, b0, b1, b2, b3);
+        acc[5] = dots(acc[5], a2, b4, b5, b6, b7);
+        acc[6] = dots(acc[6], a3, b0, b1, b2, b3);
+        acc[7] = dots(acc[7], a3, b4, b5, b6, b7);
+    }
+    return acc;
+}
