@@ -65,9 +65,34 @@ impl BlockPlan {
     }
 }
 
-/// Largest blocks whose scores fit both `budget` bytes and one storage binding: as many
-/// whole batches as fit, else as many query rows of one batch as fit.
-pub(crate) fn plan_blocks(dims: &CoreDims, budget: u64, max_binding: u64) -> Result<BlockPlan> {
+/// What a staged kernel's workgroup covers of the score matrix: query rows (the smaller of
+/// QKᵀ's and P·V's tiles) and keys (QKᵀ's). Blocks are planned so that the staged kernels'
+/// grids fit [`MAX_GROUPS`]; the register-blocked kernels, with smaller tiles, run only
+/// where theirs fit too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct GridTiles {
+    pub rows: u32,
+    pub keys: u32,
+}
+
+impl GridTiles {
+    pub fn of(tuning: &crate::Tuning) -> Self {
+        Self {
+            rows: tuning.gemm.tile_rows().min(tuning.av_tiles().tile_rows()),
+            keys: tuning.gemm.tile_cols(),
+        }
+    }
+}
+
+/// Largest blocks whose scores fit both `budget` bytes and one storage binding, and whose
+/// rows fit the grid of `tiles`: as many whole batches as fit, else as many query rows of
+/// one batch as fit.
+pub(crate) fn plan_blocks(
+    dims: &CoreDims,
+    budget: u64,
+    max_binding: u64,
+    tiles: GridTiles,
+) -> Result<BlockPlan> {
     // All heads of a block are one dispatch's z dimension.
     if dims.heads_q > MAX_GROUPS as usize {
         return Err(Error::TooLarge {
@@ -77,6 +102,16 @@ pub(crate) fn plan_blocks(dims: &CoreDims, budget: u64, max_binding: u64) -> Res
             limit_name: "max_compute_workgroups_per_dimension",
         });
     }
+    let max_keys = MAX_GROUPS as u64 * tiles.keys as u64;
+    if dims.len_kv as u64 > max_keys {
+        return Err(Error::TooLarge {
+            what: format!("{} keys in one dispatch", dims.len_kv),
+            needed: dims.len_kv as u64,
+            limit: max_keys,
+            limit_name: "max_compute_workgroups_per_dimension × keys per workgroup",
+        });
+    }
+    let max_rows = (MAX_GROUPS as usize).saturating_mul(tiles.rows as usize);
     let limit = budget.min(max_binding);
     let row_bytes = bytes_of_f32(dims.heads_q * dims.len_kv);
     if row_bytes > limit {
@@ -95,7 +130,7 @@ pub(crate) fn plan_blocks(dims: &CoreDims, budget: u64, max_binding: u64) -> Res
         });
     }
     let batch_bytes = row_bytes * dims.len_q as u64;
-    if batch_bytes <= limit {
+    if batch_bytes <= limit && dims.len_q <= max_rows {
         let by_memory = (limit / batch_bytes) as usize;
         let by_grid = MAX_GROUPS as usize / dims.heads_q;
         Ok(BlockPlan {
@@ -105,7 +140,7 @@ pub(crate) fn plan_blocks(dims: &CoreDims, budget: u64, max_binding: u64) -> Res
     } else {
         Ok(BlockPlan {
             batches: 1,
-            rows: ((limit / row_bytes) as usize).min(dims.len_q),
+            rows: ((limit / row_bytes) as usize).min(dims.len_q).min(max_rows),
         })
     }
 }
@@ -125,6 +160,7 @@ impl Workspace {
             dims,
             gpu.memory_budget(),
             gpu.limits().max_storage_buffer_binding_size,
+            GridTiles::of(&gpu.kernels().tuning),
         )?;
         Ok(Self {
             plan,
@@ -329,7 +365,7 @@ pub(crate) fn record_core<'k>(
         out: core.out,
         causal_offset,
     };
-    let av_choice = av::choose(kernels, matmuls, core.storage, &values);
+    let av_choice = av::choose(kernels, matmuls, core.storage, &values, plan.rows as u32);
     // With weights, softmax writes every probability: they are copied out.
     let read_rows = core.weights.is_none().then(|| av_choice.limit_rows());
     let (h, l, s) = (dims.heads_q as u64, dims.len_q as u64, dims.len_kv as u64);
@@ -484,10 +520,16 @@ mod tests {
         }
     }
 
+    /// Staged tiles of 64 query rows and 128 keys per workgroup.
+    const TILES: GridTiles = GridTiles {
+        rows: 64,
+        keys: 128,
+    };
+
     #[test]
     fn small_problems_are_one_block() {
         let d = dims(2, 4, 16);
-        let plan = plan_blocks(&d, 1 << 20, 128 << 20).unwrap();
+        let plan = plan_blocks(&d, 1 << 20, 128 << 20, TILES).unwrap();
         assert_eq!(
             plan,
             BlockPlan {
@@ -502,7 +544,7 @@ mod tests {
     fn long_sequences_are_split_by_rows_within_the_binding() {
         // 8 heads × 4096²: 512 MiB of scores against a 128 MiB binding.
         let d = dims(1, 8, 4096);
-        let plan = plan_blocks(&d, 256 << 20, 128 << 20).unwrap();
+        let plan = plan_blocks(&d, 256 << 20, 128 << 20, TILES).unwrap();
         assert_eq!(
             plan,
             BlockPlan {
@@ -520,7 +562,7 @@ mod tests {
     fn batches_are_grouped_and_ragged_ends_handled() {
         let d = dims(5, 2, 10);
         let row = bytes_of_f32(2 * 10);
-        let plan = plan_blocks(&d, 2 * 10 * row, 1 << 30).unwrap();
+        let plan = plan_blocks(&d, 2 * 10 * row, 1 << 30, TILES).unwrap();
         assert_eq!(
             plan,
             BlockPlan {
@@ -531,7 +573,7 @@ mod tests {
         let blocks = plan.blocks(&d);
         assert_eq!(blocks.len(), 3);
         assert_eq!(blocks[2].batch_count, 1);
-        let plan = plan_blocks(&d, 3 * row, 1 << 30).unwrap();
+        let plan = plan_blocks(&d, 3 * row, 1 << 30, TILES).unwrap();
         let blocks = plan.blocks(&d);
         assert_eq!(blocks.len(), 5 * 4);
         assert_eq!(blocks[3].rows, 1);
@@ -541,8 +583,32 @@ mod tests {
     fn a_row_that_cannot_fit_is_an_error() {
         let d = dims(1, 8, 1 << 20);
         assert!(matches!(
-            plan_blocks(&d, 1 << 20, 128 << 20),
+            plan_blocks(&d, 1 << 20, 128 << 20, TILES),
             Err(Error::TooLarge { .. })
         ));
+    }
+
+    #[test]
+    fn blocks_fit_the_grid() {
+        // One query row against more keys than 65535 workgroups of 128 cover: refused (the
+        // fused path serves it); a million query rows of few keys: blocks of at most
+        // 65535 × 64 rows.
+        let long_keys = CoreDims {
+            len_q: 1,
+            len_kv: 65535 * 128 + 4,
+            ..dims(1, 1, 1)
+        };
+        assert!(matches!(
+            plan_blocks(&long_keys, 1 << 40, 1 << 40, TILES),
+            Err(Error::TooLarge { .. })
+        ));
+        let many_rows = CoreDims {
+            len_q: 5_000_000,
+            len_kv: 4,
+            ..dims(1, 1, 1)
+        };
+        let plan = plan_blocks(&many_rows, 1 << 40, 1 << 40, TILES).unwrap();
+        assert_eq!(plan.rows, 65535 * 64);
+        assert_eq!(plan.blocks(&many_rows).len(), 2);
     }
 }

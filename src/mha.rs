@@ -195,6 +195,7 @@ impl MultiHeadAttention {
         let d = &p.dims;
         let e = p.embed_dim;
         let (rows_q, rows_kv) = (d.batch * d.len_q, d.batch * d.len_kv);
+        linear::check_rows(gpu.kernels(), rows_q.max(rows_kv))?;
         let dtype = self.config.dtype;
         let mut bytes = 0u64;
         let mut input = |name: &str, t: &Tensor| -> Result<Pooled> {

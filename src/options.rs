@@ -30,8 +30,9 @@ impl Causal {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum AttentionPath {
     /// Three passes when the caller asks for attention weights; otherwise what the adapter's
-    /// tuning prefers (GPUs: fused; CPU adapters: three passes, except for decode-like calls
-    /// of at most four query rows), falling back to the other path where one cannot run.
+    /// tuning prefers (GPUs: fused; CPU adapters: three passes), except that calls of at most
+    /// four query rows take the fused kernel where the three passes would run the staged
+    /// kernels' tall tiles; falling back to the other path where one cannot run.
     #[default]
     Auto,
     /// QKᵀ → softmax → P·V as three kernels over blocks of the score matrix; the only path

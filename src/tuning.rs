@@ -107,8 +107,9 @@ pub struct Tuning {
     pub fused_block: Option<(u32, u32)>,
     /// What `AttentionPath::Auto` runs when no weights are asked for: the fused kernel
     /// (the default), or — where three passes measured faster on this adapter — the
-    /// three-pass path, except for causal and decode-like calls (the fused kernel skips work
-    /// there) and where its score blocks do not fit.
+    /// three-pass path, except for decode-like calls the staged kernels would serve (the
+    /// fused kernel skips the work of their idle tile rows) and where its score blocks do
+    /// not fit.
     #[serde(default = "prefer_fused_default")]
     pub prefer_fused: bool,
     /// The fused kernel splits a call's keys among workgroups (flash-decoding) when its query

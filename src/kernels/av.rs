@@ -2,7 +2,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{Block, HeadView, Kernel, Kernels, Matmuls, Storage};
+use super::{Block, DirectTiles, HeadView, Kernel, Kernels, Matmuls, Storage, fits_grid};
 use crate::batch::Batch;
 use crate::problem::CoreDims;
 
@@ -53,23 +53,33 @@ impl Choice<'_> {
 
 /// Chooses the P·V pipeline of `matmuls` (those of the storage of V) writing `storage`'s
 /// result type: the register-blocked one where the tuning has it and the probabilities and V
-/// can be read as vec4, else the staged one.
+/// can be read as vec4 and its smaller tiles fit the grid for blocks of up to `block_rows`
+/// query rows, else the staged one (whose fit is checked when the call is planned).
 pub(crate) fn choose<'k>(
     kernels: &'k Kernels,
     matmuls: &'k Matmuls,
     storage: Storage,
     values: &Values,
+    block_rows: u32,
 ) -> Choice<'k> {
     let dims = &values.dims;
     let aligned = dims.len_kv.is_multiple_of(4)
         && dims.head_dim_v.is_multiple_of(4)
         && values.v.vec4_aligned();
-    match matmuls.direct.as_ref().filter(|_| aligned) {
+    let fits = |tiles: &DirectTiles| {
+        fits_grid(block_rows, tiles.tile_rows())
+            && fits_grid(dims.head_dim_v as u32, tiles.tile_cols())
+    };
+    match matmuls
+        .direct
+        .as_ref()
+        .filter(|direct| aligned && fits(&direct.tiles))
+    {
         Some(direct) => Choice {
             kernel: direct.kernels.av.for_storage(storage),
             tile_rows: direct.tiles.tile_rows(),
             tile_cols: direct.tiles.tile_cols(),
-            limit_rows: super::DirectTiles::ROWS,
+            limit_rows: DirectTiles::ROWS,
         },
         None => {
             let tiles = kernels.tuning.av_tiles();

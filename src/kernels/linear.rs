@@ -2,7 +2,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{Kernels, Matmuls, Storage};
+use super::{Kernels, Matmuls, Storage, fits_grid};
 use crate::batch::Batch;
 
 #[repr(C)]
@@ -41,6 +41,22 @@ pub(crate) struct Linear<'a> {
     pub y_row_stride: u32,
 }
 
+/// Refuses a linear layer over more `rows` than one dispatch of the staged tiles covers (the
+/// register-blocked kernel, with smaller tiles, runs only where its own grid fits).
+pub(crate) fn check_rows(kernels: &Kernels, rows: usize) -> crate::Result<()> {
+    let tile = kernels.tuning.gemm.tile_rows();
+    let limit = super::MAX_GROUPS as u64 * tile as u64;
+    if rows as u64 > limit {
+        return Err(crate::Error::TooLarge {
+            what: format!("{rows} rows in one linear layer"),
+            needed: rows as u64,
+            limit,
+            limit_name: "max_compute_workgroups_per_dimension × rows per workgroup",
+        });
+    }
+    Ok(())
+}
+
 /// Records one launch of a `linear` pipeline of `matmuls` (those of the operands' storage)
 /// writing `storage`'s result type: the register-blocked one where the tuning has it and X
 /// and W can be read as vec4, else the staged one.
@@ -68,7 +84,16 @@ pub(crate) fn record<'k>(
     let aligned = [l.depth, l.x.offset, l.w.offset]
         .iter()
         .all(|x| x.is_multiple_of(4));
-    let (kernel, [tile_rows, tile_cols]) = match matmuls.direct.as_ref().filter(|_| aligned) {
+    // Register-blocked where X and W can be read as vec4 and its smaller tiles fit the grid
+    // (the staged tiles' fit is checked when the call is prepared).
+    let fits = |tiles: &super::DirectTiles| {
+        fits_grid(l.rows, tiles.tile_rows()) && fits_grid(l.cols, tiles.tile_cols())
+    };
+    let direct = matmuls
+        .direct
+        .as_ref()
+        .filter(|direct| aligned && fits(&direct.tiles));
+    let (kernel, [tile_rows, tile_cols]) = match direct {
         Some(direct) => (
             direct.kernels.linear.for_storage(storage),
             [direct.tiles.tile_rows(), direct.tiles.tile_cols()],

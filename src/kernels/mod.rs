@@ -226,6 +226,11 @@ fn gemm_constants(tiles: &GemmTiles) -> [(&'static str, f64); 3] {
 /// Largest workgroup count in one grid dimension that every adapter allows.
 pub const MAX_GROUPS: u32 = 65535;
 
+/// Whether `count` items in tiles of `tile` fit one grid dimension.
+pub(crate) fn fits_grid(count: u32, tile: u32) -> bool {
+    count.div_ceil(tile) <= MAX_GROUPS
+}
+
 /// One compute pipeline and its explicit bind group layout: binding 0 is the uniform
 /// parameter block, bindings 1.. are storage buffers. Cheap to clone (shared handles).
 #[derive(Clone)]

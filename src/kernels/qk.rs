@@ -2,7 +2,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{Block, HeadView, Kernels, MaskBinding, Matmuls, mask_params};
+use super::{Block, HeadView, Kernels, MaskBinding, Matmuls, fits_grid, mask_params};
 use crate::batch::Batch;
 use crate::problem::CoreDims;
 
@@ -68,10 +68,15 @@ pub(crate) fn record<'k>(
         _pad: [0; 2],
     };
     let mask = |i: usize| s.masks[i].map_or(&kernels.placeholder, |m| m.buffer);
-    let direct = matmuls
-        .direct
-        .as_ref()
-        .filter(|_| d.head_dim.is_multiple_of(4) && s.q.vec4_aligned() && s.k.vec4_aligned());
+    // Register-blocked where Q and K can be read as vec4 and its smaller tiles fit the grid
+    // (the staged tiles' fit is checked when the call is planned).
+    let direct = matmuls.direct.as_ref().filter(|direct| {
+        d.head_dim.is_multiple_of(4)
+            && s.q.vec4_aligned()
+            && s.k.vec4_aligned()
+            && fits_grid(d.len_kv as u32, direct.tiles.tile_cols())
+            && fits_grid(block.rows, direct.tiles.tile_rows())
+    });
     let (kernel, [tile_rows, tile_cols]) = match direct {
         Some(direct) => (
             &direct.kernels.qk,
