@@ -156,6 +156,17 @@ pub(crate) struct Workspace {
 
 impl Workspace {
     pub fn new(gpu: &Gpu, dims: &CoreDims, averaged_weights: bool) -> Result<Self> {
+        // Where the driver caps an invocation's loops, a row too long for every softmax or
+        // P·V kernel is refused here, so that Auto can take the fused path (whose keys are
+        // split to fit) instead.
+        let kernels = gpu.kernels();
+        let keys = dims.len_kv as u32;
+        if softmax::choose(kernels, keys).is_none() || !av::fits_loop_cap(kernels, dims) {
+            return Err(kernels.loop_cap_error(
+                format!("three passes over rows of {keys} keys"),
+                keys as u64,
+            ));
+        }
         let plan = plan_blocks(
             dims,
             gpu.memory_budget(),
@@ -225,11 +236,28 @@ impl CorePlan {
             let partial_len = |splits| {
                 fused::Split::partial_len(splits, dims.len_q, dims.head_dim_v, heads, blocks)
             };
+            // Where the driver caps an invocation's loops, a workgroup walks at most
+            // KEYS_UNDER_LOOP_CAP keys: splits take the rest.
+            let capped_splits = kernels
+                .loop_cap
+                .map(|_| (dims.len_kv as u32).div_ceil(fused::KEYS_UNDER_LOOP_CAP));
+            splits = splits.max(capped_splits.unwrap_or(1));
             // Splits multiply the partial buffer: never past one binding.
             while splits > 1
                 && bytes_of_f32(partial_len(splits)) > limits.max_storage_buffer_binding_size
             {
                 splits /= 2;
+            }
+            if let Some(needed) =
+                capped_splits.filter(|&n| splits < n || dims.len_q > MAX_GROUPS as usize && n > 1)
+            {
+                return Err(kernels.loop_cap_error(
+                    format!(
+                        "fused attention over {} keys in {splits} splits",
+                        dims.len_kv
+                    ),
+                    needed as u64,
+                ));
             }
             let split = (splits > 1).then(|| {
                 let key_blocks = (dims.len_kv as u32).div_ceil(variant.bc);
@@ -365,7 +393,7 @@ pub(crate) fn record_core<'k>(
         out: core.out,
         causal_offset,
     };
-    let av_choice = av::choose(kernels, matmuls, core.storage, &values, plan.rows as u32);
+    let av_choice = av::choose(kernels, matmuls, core.storage, &values, plan.rows as u32)?;
     // With weights, softmax writes every probability: they are copied out.
     let read_rows = core.weights.is_none().then(|| av_choice.limit_rows());
     let (h, l, s) = (dims.heads_q as u64, dims.len_q as u64, dims.len_kv as u64);
@@ -377,7 +405,7 @@ pub(crate) fn record_core<'k>(
             (block, dims.heads_q as u32),
             (s as u32, causal_offset, read_rows),
             scores,
-        );
+        )?;
         if let Some(target) = core.weights {
             let (b0, bc, r0, rows) = (
                 block.batch0 as u64,

@@ -83,8 +83,10 @@ pub enum Error {
         adapter: String,
     },
 
-    /// A problem too large for the device that cannot be tiled to fit.
-    #[error("{what} needs {needed} bytes but the device allows {limit} ({limit_name})")]
+    /// A problem too large for the device that cannot be tiled to fit: `needed` and `limit`
+    /// are in the unit of `limit_name` (bytes for buffers; workgroups, keys, rows or loop
+    /// iterations for the others).
+    #[error("{what} needs {needed} but the device allows {limit} ({limit_name})")]
     TooLarge {
         what: String,
         needed: u64,

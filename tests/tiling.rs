@@ -153,3 +153,43 @@ fn calls_past_the_register_blocked_grid_run_on_the_staged_kernels() {
         }
     }
 }
+
+/// Long rows of keys give the reference's answer or a `TooLarge` error, never a wrong one:
+/// lavapipe stops every loop of a shader invocation after 65535 iterations in all, so there
+/// the kernels whose loops would run longer are not used (the fused kernel splits the keys
+/// instead), and `Auto` always answers. Elsewhere every path simply runs.
+#[test]
+fn long_rows_of_keys_are_right_or_refused() {
+    let gpu = gpu();
+    let staged = staged_gpu();
+    let mut rng = rng();
+    for (len_q, len_kv, d) in [(1, 65536, 8), (4, 20000, 64), (1, 9000, 16)] {
+        let q = random(&mut rng, &[1, 2, len_q, d], 1.0);
+        let k = random(&mut rng, &[1, 2, len_kv, d], 1.0);
+        let v = random(&mut rng, &[1, 2, len_kv, d], 1.0);
+        let want = reference::sdpa(&q, &k, &v, &SdpaOptions::default()).unwrap();
+        let (rtol, atol) = tolerance(&want);
+        for (device, name) in [(&gpu, "adapter's tuning"), (&staged, "staged kernels")] {
+            for path in [
+                AttentionPath::Auto,
+                AttentionPath::ThreePass,
+                AttentionPath::Fused,
+            ] {
+                let what = format!("L {len_q} S {len_kv} d {d}, {name}, {path:?}");
+                let opts = SdpaOptions {
+                    path,
+                    ..Default::default()
+                };
+                match scaled_dot_product_attention(device, &q, &k, &v, &opts) {
+                    Ok(got) => {
+                        assert_close(&what, &got, &want, rtol, atol);
+                    }
+                    Err(Error::TooLarge { .. }) if path != AttentionPath::Auto => {
+                        eprintln!("{what}: refused (TooLarge)");
+                    }
+                    Err(e) => panic!("{what}: {e}"),
+                }
+            }
+        }
+    }
+}

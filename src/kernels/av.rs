@@ -2,7 +2,9 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{Block, DirectTiles, HeadView, Kernel, Kernels, Matmuls, Storage, fits_grid};
+use super::{
+    Block, DirectTiles, GemmTiles, HeadView, Kernel, Kernels, Matmuls, Storage, fits_grid,
+};
 use crate::batch::Batch;
 use crate::problem::CoreDims;
 
@@ -51,46 +53,78 @@ impl Choice<'_> {
     }
 }
 
+/// Loop iterations of one register-blocked P·V invocation over `keys` keys, at worst: the
+/// fast loop, 4 keys a step, then the key-at-a-time recompute of a non-finite block.
+fn direct_iterations(keys: u32) -> u64 {
+    5 * keys.div_ceil(4) as u64 + 16
+}
+
+/// Loop iterations of one staged P·V invocation over `keys` keys: per slab of `bk` keys its
+/// share of staging both operands and the product's `bk` steps.
+fn staged_iterations(tiles: &GemmTiles, keys: u32) -> u64 {
+    let invocations = tiles.invocations();
+    let stage = |rows: u32| (rows * tiles.bk).div_ceil(invocations) as u64;
+    let per_slab = stage(tiles.tile_rows()) + stage(tiles.tile_cols()) + tiles.bk as u64 + 1;
+    keys.div_ceil(tiles.bk) as u64 * per_slab + 80
+}
+
+/// Whether a P·V kernel can serve `dims` within the device's loop cap, where the layout
+/// is the crate's own (rows starting at multiples of 4 where the head size is one): what
+/// planning a call checks.
+pub(crate) fn fits_loop_cap(kernels: &Kernels, dims: &CoreDims) -> bool {
+    let keys = dims.len_kv as u32;
+    let direct = kernels.tuning.direct.is_some()
+        && dims.len_kv.is_multiple_of(4)
+        && dims.head_dim_v.is_multiple_of(4);
+    (direct && kernels.within_loop_cap(direct_iterations(keys)))
+        || kernels.within_loop_cap(staged_iterations(&kernels.tuning.av_tiles(), keys))
+}
+
 /// Chooses the P·V pipeline of `matmuls` (those of the storage of V) writing `storage`'s
-/// result type: the register-blocked one where the tuning has it and the probabilities and V
-/// can be read as vec4 and its smaller tiles fit the grid for blocks of up to `block_rows`
-/// query rows, else the staged one (whose fit is checked when the call is planned).
+/// result type: the register-blocked one where the tuning has it, the probabilities and V
+/// can be read as vec4, its smaller tiles fit the grid for blocks of up to `block_rows`
+/// query rows and its invocations' loops fit the device's cap; else the staged one (whose
+/// grid fit is checked when the call is planned), within the cap too, or `TooLarge`.
 pub(crate) fn choose<'k>(
     kernels: &'k Kernels,
     matmuls: &'k Matmuls,
     storage: Storage,
     values: &Values,
     block_rows: u32,
-) -> Choice<'k> {
+) -> crate::Result<Choice<'k>> {
     let dims = &values.dims;
+    let keys = dims.len_kv as u32;
     let aligned = dims.len_kv.is_multiple_of(4)
         && dims.head_dim_v.is_multiple_of(4)
         && values.v.vec4_aligned();
     let fits = |tiles: &DirectTiles| {
         fits_grid(block_rows, tiles.tile_rows())
             && fits_grid(dims.head_dim_v as u32, tiles.tile_cols())
+            && kernels.within_loop_cap(direct_iterations(keys))
     };
-    match matmuls
+    if let Some(direct) = matmuls
         .direct
         .as_ref()
         .filter(|direct| aligned && fits(&direct.tiles))
     {
-        Some(direct) => Choice {
+        return Ok(Choice {
             kernel: direct.kernels.av.for_storage(storage),
             tile_rows: direct.tiles.tile_rows(),
             tile_cols: direct.tiles.tile_cols(),
             limit_rows: DirectTiles::ROWS,
-        },
-        None => {
-            let tiles = kernels.tuning.av_tiles();
-            Choice {
-                kernel: matmuls.staged.av.for_storage(storage),
-                tile_rows: tiles.tile_rows(),
-                tile_cols: tiles.tile_cols(),
-                limit_rows: tiles.tile_rows(),
-            }
-        }
+        });
     }
+    let tiles = kernels.tuning.av_tiles();
+    let iterations = staged_iterations(&tiles, keys);
+    if !kernels.within_loop_cap(iterations) {
+        return Err(kernels.loop_cap_error(format!("P·V over {keys} keys"), iterations));
+    }
+    Ok(Choice {
+        kernel: matmuls.staged.av.for_storage(storage),
+        tile_rows: tiles.tile_rows(),
+        tile_cols: tiles.tile_cols(),
+        limit_rows: tiles.tile_rows(),
+    })
 }
 
 /// Records `out[block] = probs · V` for `block` with `choice`.

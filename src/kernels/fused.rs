@@ -73,6 +73,11 @@ pub(crate) struct Split {
 /// Fewest key blocks a split takes: fewer would spend more on merging than they save.
 const MIN_BLOCKS_PER_SPLIT: u32 = 2;
 
+/// Most keys one workgroup walks where the driver caps an invocation's loops
+/// ([`super::loop_cap`]): on lavapipe one query row against 8192 keys in one workgroup came
+/// out wrong (its loops stopped short) and 4096 right; longer rows are split.
+pub const KEYS_UNDER_LOOP_CAP: u32 = 2048;
+
 impl Split {
     /// How many splits a call of `len_q` query rows, `len_kv` keys and `heads` (batch ×
     /// query heads) should take so that about `target_groups` workgroups run: 1 (no split)

@@ -226,6 +226,33 @@ fn gemm_constants(tiles: &GemmTiles) -> [(&'static str, f64); 3] {
 /// Largest workgroup count in one grid dimension that every adapter allows.
 pub const MAX_GROUPS: u32 = 65535;
 
+/// Loop iterations one shader invocation may run in all, where the driver caps them: Mesa's
+/// llvmpipe (lavapipe) ends every loop of an invocation once its loops have together run
+/// 65535 iterations, and reports nothing (measured with Mesa 22.3: loops of 40000 and then
+/// 40000 iterations ran 40000 and 25534 times). Kernels whose invocations could loop more
+/// are not used there; a call that only such kernels could run is refused with `TooLarge`.
+pub(crate) fn loop_cap(info: &wgpu::AdapterInfo) -> Option<u64> {
+    let llvmpipe = |s: &str| s.to_lowercase().contains("llvmpipe");
+    (llvmpipe(&info.name) || llvmpipe(&info.driver)).then_some(65535)
+}
+
+impl Kernels {
+    /// Whether an invocation that loops `iterations` times in all runs them all here.
+    pub fn within_loop_cap(&self, iterations: u64) -> bool {
+        self.loop_cap.is_none_or(|cap| iterations <= cap)
+    }
+
+    /// The error for a call that needs invocations looping `iterations` times in all.
+    pub fn loop_cap_error(&self, what: String, iterations: u64) -> crate::Error {
+        crate::Error::TooLarge {
+            what,
+            needed: iterations,
+            limit: self.loop_cap.unwrap_or(u64::MAX),
+            limit_name: "loop iterations per shader invocation (Mesa llvmpipe)",
+        }
+    }
+}
+
 /// Whether `count` items in tiles of `tile` fit one grid dimension.
 pub(crate) fn fits_grid(count: u32, tile: u32) -> bool {
     count.div_ceil(tile) <= MAX_GROUPS
@@ -461,6 +488,8 @@ impl Matmuls {
 /// opened, the f16 ones and each fused class on first use.
 pub(crate) struct Kernels {
     pub tuning: Tuning,
+    /// Loop iterations one invocation may run in all on this device ([`loop_cap`]).
+    pub loop_cap: Option<u64>,
     pub softmax: Kernel,
     /// Softmax of rows whose length is a multiple of 4, read and written as vec4.
     pub softmax_vec4: Kernel,
@@ -523,6 +552,7 @@ impl Kernels {
             f16: Default::default(),
             fused: Default::default(),
             fused_combine: Default::default(),
+            loop_cap: loop_cap(&device.adapter_info()),
         })
     }
 
