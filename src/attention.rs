@@ -248,16 +248,32 @@ impl CorePlan {
             {
                 splits /= 2;
             }
-            if let Some(needed) =
-                capped_splits.filter(|&n| splits < n || dims.len_q > MAX_GROUPS as usize && n > 1)
-            {
-                return Err(kernels.loop_cap_error(
-                    format!(
-                        "fused attention over {} keys in {splits} splits",
-                        dims.len_kv
-                    ),
-                    needed as u64,
-                ));
+            if let Some(needed) = capped_splits.filter(|&n| n > 1) {
+                // Keys per workgroup must stay under the cap: with too many query rows for the
+                // split grid, or too many splits for one binding, the call is refused.
+                if dims.len_q > MAX_GROUPS as usize {
+                    return Err(kernels.loop_cap_error(
+                        format!(
+                            "fused attention of {} query rows over {} keys in one workgroup",
+                            dims.len_q, dims.len_kv
+                        ),
+                        dims.len_kv as u64,
+                    ));
+                }
+                if splits < needed {
+                    return Err(Error::TooLarge {
+                        what: format!(
+                            "fused attention over {} keys in runs of at most {} (what one \
+                             workgroup may walk under llvmpipe's loop cap): the partial results \
+                             of {needed} runs",
+                            dims.len_kv,
+                            fused::KEYS_UNDER_LOOP_CAP
+                        ),
+                        needed: bytes_of_f32(partial_len(needed)),
+                        limit: limits.max_storage_buffer_binding_size,
+                        limit_name: "max_storage_buffer_binding_size",
+                    });
+                }
             }
             let split = (splits > 1).then(|| {
                 let key_blocks = (dims.len_kv as u32).div_ceil(variant.bc);
