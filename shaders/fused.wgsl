@@ -29,6 +29,13 @@
 // smallest normal) depends on the row's global maximum: mode 2 then recomputes just the
 // flagged blocks whole, and the combine leaves them alone. Mode 0 is the whole kernel.
 //
+// Runs of keys, where a driver caps how long an invocation may loop (llvmpipe): modes 3, 4
+// and 5 walk the keys run·split_len .. (run+1)·split_len one dispatch after another, each
+// carrying the rows' whole state (unnormalised output, max, sum, poisoned) in `partial`
+// (split 0's layout) to the next, the last normalising as mode 0 does. Stopping between key
+// blocks and going on from the saved state is mode 0's computation, so the result is mode
+// 0's, with memory still linear in length.
+//
 // A storage prelude (storage_*.wgsl) names the element types of Q/K/V (`Elem`) and of O
 // (`Out`); float.wgsl, heads.wgsl and masks.wgsl (prepended) supply the float helpers, map
 // z to (batch, head) and mask a score as qk.wgsl does. Arithmetic is f32 whatever the
@@ -68,7 +75,8 @@ struct Params {
     scale: f32,
     causal_offset: i32,
     split_len: u32,     // keys per split, a multiple of BC
-    mode: u32,          // 0: whole, 1: one split into `partial`, 2: flagged blocks whole
+    mode: u32,          // 0: whole, 1: one split into `partial`, 2: flagged blocks whole,
+                        // 3, 4, 5: the first, a middle, the last run of keys (state in `partial`)
     mask0_stride_b: u32,
     mask0_stride_h: u32,
     mask0_stride_l: u32,
@@ -77,6 +85,10 @@ struct Params {
     mask1_stride_h: u32,
     mask1_stride_l: u32,
     mask1_stride_s: u32,
+    run: u32,           // modes 3–5: which run of `split_len` keys
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -204,6 +216,8 @@ fn main(
     let br = 4u * WG_Y;
     let hd = head_of(wg.z, 0u, p.heads_q, p.group);
     let l0 = wg.x * br;
+    // Modes 4 and 5 go on from the state a previous run of keys saved in `partial`.
+    let resumes = p.mode == 4u || p.mode == 5u;
     let q_base = p.q_offset + hd.batch * p.q_stride_b + hd.head_q * p.q_stride_h;
     let k_base = p.k_offset + hd.batch * p.k_stride_b + hd.head_kv * p.k_stride_h;
     let v_base = p.v_offset + hd.batch * p.v_stride_b + hd.head_kv * p.v_stride_h;
@@ -227,6 +241,12 @@ fn main(
         row_max[r] = neg_inf();
         row_sum[r] = 0.0;
         row_bad[r] = 0u;
+        if resumes && l0 + r < p.rows {
+            let st = partial_stats(0u, wg.z, l0 + r, groups.z);
+            row_max[r] = partial[st];
+            row_sum[r] = partial[st + 1u];
+            row_bad[r] = u32(partial[st + 2u]);
+        }
     }
     if t == 0u {
         atomicStore(&any_nonfinite, 0u);
@@ -240,10 +260,15 @@ fn main(
         let last_visible = i32(min(l0 + br, p.rows)) - 1 + p.causal_offset;
         kv_end = u32(clamp(last_visible + 1, 0, i32(p.cols)));
     }
-    // Mode 1: this workgroup's split of the keys (empty past the causal limit).
+    // Mode 1: this workgroup's split of the keys; modes 3–5: this dispatch's run (empty past
+    // the causal limit).
     var kv_begin = 0u;
     if p.mode == 1u {
         kv_begin = min(wg.y * p.split_len, kv_end);
+        kv_end = min(kv_begin + p.split_len, kv_end);
+    }
+    if p.mode >= 3u {
+        kv_begin = min(p.run * p.split_len, kv_end);
         kv_end = min(kv_begin + p.split_len, kv_end);
     }
 
@@ -257,6 +282,21 @@ fn main(
 
     // Output rows lid.y·4 + r, columns lid.x·8 + 4h .. +4 live in acc[2r + h].
     var acc: array<vec4<f32>, 8>;
+    if resumes {
+        for (var r = 0u; r < 4u; r++) {
+            let l = l0 + lid.y * 4u + r;
+            if l >= p.rows {
+                break;
+            }
+            let at = partial_out(0u, wg.z, l, groups.z);
+            for (var c = 0u; c < 8u; c++) {
+                let j = lid.x * 8u + c;
+                if j < p.depth_v {
+                    acc[2u * r + c / 4u][c % 4u] = partial[at + j];
+                }
+            }
+        }
+    }
     for (var s0 = kv_begin; s0 < kv_end; s0 += BC) {
         // A. Scores of 4 × 4 micro-tiles, from the staged keys (zeros past the end, masked
         // to -inf below).
@@ -389,15 +429,17 @@ fn main(
         workgroupBarrier();
     }
 
-    // Mode 1: the split's unnormalised rows and statistics, and its flag.
-    if p.mode == 1u {
+    // Mode 1: the split's unnormalised rows and statistics, and its flag; modes 3 and 4: the
+    // state the next run goes on from.
+    if p.mode == 1u || p.mode == 3u || p.mode == 4u {
+        let slot = select(0u, wg.y, p.mode == 1u);
         for (var r = 0u; r < 4u; r++) {
             let row = lid.y * 4u + r;
             let l = l0 + row;
             if l >= p.rows {
                 break;
             }
-            let at = partial_out(wg.y, wg.z, l, groups.z);
+            let at = partial_out(slot, wg.z, l, groups.z);
             for (var c = 0u; c < 8u; c++) {
                 let j = lid.x * 8u + c;
                 if j < p.depth_v {
@@ -405,13 +447,13 @@ fn main(
                 }
             }
             if lid.x == 0u {
-                let st = partial_stats(wg.y, wg.z, l, groups.z);
+                let st = partial_stats(slot, wg.z, l, groups.z);
                 partial[st] = row_max[row];
                 partial[st + 1u] = row_sum[row];
                 partial[st + 2u] = f32(row_bad[row]);
             }
         }
-        if t == 0u {
+        if t == 0u && p.mode == 1u {
             let flag = partial_flag(wg.y, wg.z, wg.x, groups.z, groups.x);
             partial[flag] = f32(atomicLoad(&any_nonfinite));
         }

@@ -236,53 +236,31 @@ impl CorePlan {
             let partial_len = |splits| {
                 fused::Split::partial_len(splits, dims.len_q, dims.head_dim_v, heads, blocks)
             };
-            // Where the driver caps an invocation's loops, a workgroup walks at most
-            // KEYS_UNDER_LOOP_CAP keys: splits take the rest.
-            let capped_splits = kernels
-                .loop_cap
-                .map(|_| (dims.len_kv as u32).div_ceil(fused::KEYS_UNDER_LOOP_CAP));
-            splits = splits.max(capped_splits.unwrap_or(1));
             // Splits multiply the partial buffer: never past one binding.
             while splits > 1
                 && bytes_of_f32(partial_len(splits)) > limits.max_storage_buffer_binding_size
             {
                 splits /= 2;
             }
-            if let Some(needed) = capped_splits.filter(|&n| n > 1) {
-                // Keys per workgroup must stay under the cap: with too many query rows for the
-                // split grid, or too many splits for one binding, the call is refused.
-                if dims.len_q > MAX_GROUPS as usize {
-                    return Err(kernels.loop_cap_error(
-                        format!(
-                            "fused attention of {} query rows over {} keys in one workgroup",
-                            dims.len_q, dims.len_kv
-                        ),
-                        dims.len_kv as u64,
-                    ));
-                }
-                if splits < needed {
-                    return Err(Error::TooLarge {
-                        what: format!(
-                            "fused attention over {} keys in runs of at most {} (what one \
-                             workgroup may walk under llvmpipe's loop cap): the partial results \
-                             of {needed} runs",
-                            dims.len_kv,
-                            fused::KEYS_UNDER_LOOP_CAP
-                        ),
-                        needed: bytes_of_f32(partial_len(needed)),
-                        limit: limits.max_storage_buffer_binding_size,
-                        limit_name: "max_storage_buffer_binding_size",
-                    });
-                }
-            }
-            let split = (splits > 1).then(|| {
+            // Where the driver caps an invocation's loops, a workgroup walks at most
+            // KEYS_UNDER_LOOP_CAP keys: unless parallel splits already keep within that, the
+            // keys are walked in runs one after another, the rows' state carried from run
+            // to run in one split's worth of partial results (memory still linear).
+            let runs = kernels.loop_cap.map_or(1, |_| {
+                (dims.len_kv as u32).div_ceil(fused::KEYS_UNDER_LOOP_CAP)
+            });
+            let sequential = runs > 1 && splits < runs;
+            let pieces = if sequential { runs } else { splits };
+            let split = (pieces > 1).then(|| {
                 let key_blocks = (dims.len_kv as u32).div_ceil(variant.bc);
-                let split_len = key_blocks.div_ceil(splits) * variant.bc;
-                let splits = (dims.len_kv as u32).div_ceil(split_len);
+                let split_len = key_blocks.div_ceil(pieces) * variant.bc;
+                let pieces = (dims.len_kv as u32).div_ceil(split_len);
+                let partial = partial_len(if sequential { 1 } else { pieces });
                 fused::Split {
-                    splits,
+                    splits: pieces,
                     split_len,
-                    partial: buffer::storage(gpu, "wgpu-mha fused splits", partial_len(splits)),
+                    sequential,
+                    partial: buffer::storage(gpu, "wgpu-mha fused splits", partial),
                     combine: kernels.fused_combine(gpu.device(), storage),
                 }
             });

@@ -156,38 +156,51 @@ fn calls_past_the_register_blocked_grid_run_on_the_staged_kernels() {
 
 /// Long rows of keys give the reference's answer or a `TooLarge` error, never a wrong one:
 /// lavapipe stops every loop of a shader invocation after 65535 iterations in all, so there
-/// the kernels whose loops would run longer are not used (the fused kernel splits the keys
-/// instead), and `Auto` always answers. Elsewhere every path simply runs.
+/// the kernels whose loops would run longer are not used (the fused kernel walks the keys in
+/// runs instead, one dispatch each), and `Auto` always answers. Elsewhere every path simply
+/// runs. Causal alignments, a boolean mask and grouped-query heads go through the runs too.
 #[test]
 fn long_rows_of_keys_are_right_or_refused() {
     let gpu = gpu();
     let staged = staged_gpu();
     let mut rng = rng();
-    for (len_q, len_kv, d) in [(1, 65536, 8), (4, 20000, 64), (1, 9000, 16)] {
-        let q = random(&mut rng, &[1, 2, len_q, d], 1.0);
+    for (len_q, len_kv, d) in [(1, 65536, 8), (4, 20000, 64), (3, 9000, 16)] {
+        let q = random(&mut rng, &[1, 4, len_q, d], 1.0);
         let k = random(&mut rng, &[1, 2, len_kv, d], 1.0);
         let v = random(&mut rng, &[1, 2, len_kv, d], 1.0);
-        let want = reference::sdpa(&q, &k, &v, &SdpaOptions::default()).unwrap();
-        let (rtol, atol) = tolerance(&want);
-        for (device, name) in [(&gpu, "adapter's tuning"), (&staged, "staged kernels")] {
-            for path in [
-                AttentionPath::Auto,
-                AttentionPath::ThreePass,
-                AttentionPath::Fused,
-            ] {
-                let what = format!("L {len_q} S {len_kv} d {d}, {name}, {path:?}");
-                let opts = SdpaOptions {
-                    path,
-                    ..Default::default()
-                };
-                match scaled_dot_product_attention(device, &q, &k, &v, &opts) {
-                    Ok(got) => {
-                        assert_close(&what, &got, &want, rtol, atol);
+        let mask = random_bool_mask(&mut rng, &[len_q, len_kv], 0.3);
+        let options = [
+            ("plain", None, None),
+            ("causal top-left", None, Some(Causal::TopLeft)),
+            ("causal bottom-right", None, Some(Causal::BottomRight)),
+            ("masked", Some(&mask), None),
+        ];
+        for (option, attn_mask, causal) in options {
+            let base = SdpaOptions {
+                attn_mask,
+                causal,
+                enable_gqa: true,
+                ..Default::default()
+            };
+            let want = reference::sdpa(&q, &k, &v, &base).unwrap();
+            let (rtol, atol) = tolerance(&want);
+            for (device, name) in [(&gpu, "adapter's tuning"), (&staged, "staged kernels")] {
+                for path in [
+                    AttentionPath::Auto,
+                    AttentionPath::ThreePass,
+                    AttentionPath::Fused,
+                ] {
+                    let what = format!("L {len_q} S {len_kv} d {d}, {option}, {name}, {path:?}");
+                    let opts = SdpaOptions { path, ..base };
+                    match scaled_dot_product_attention(device, &q, &k, &v, &opts) {
+                        Ok(got) => {
+                            assert_close(&what, &got, &want, rtol, atol);
+                        }
+                        Err(Error::TooLarge { .. }) if path != AttentionPath::Auto => {
+                            eprintln!("{what}: refused (TooLarge)");
+                        }
+                        Err(e) => panic!("{what}: {e}"),
                     }
-                    Err(Error::TooLarge { .. }) if path != AttentionPath::Auto => {
-                        eprintln!("{what}: refused (TooLarge)");
-                    }
-                    Err(e) => panic!("{what}: {e}"),
                 }
             }
         }

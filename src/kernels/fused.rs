@@ -39,12 +39,17 @@ pub(crate) struct Params {
     mode: u32,
     mask0: [u32; 4],
     mask1: [u32; 4],
+    run: u32,
+    _pad: [u32; 3],
 }
 
 /// `fused.wgsl`'s modes.
 const WHOLE: u32 = 0;
 const SPLIT: u32 = 1;
 const FLAGGED_WHOLE: u32 = 2;
+const FIRST_RUN: u32 = 3;
+const MIDDLE_RUN: u32 = 4;
+const LAST_RUN: u32 = 5;
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
@@ -60,12 +65,17 @@ pub(crate) struct CombineParams {
     o: [u32; 4],
 }
 
-/// Keys split among workgroups: `splits` runs of `split_len` keys (a multiple of the key
-/// block), their partial results in `partial`.
+/// Keys split into `splits` runs of `split_len` keys (a multiple of the key block): walked
+/// by separate workgroups at once, their partial results in `partial` and merged by
+/// `combine` (flash-decoding), or — `sequential` — walked one run after another by the same
+/// workgroups, `partial` carrying the rows' state from each run to the next (where a driver
+/// caps how long an invocation may loop).
 pub(crate) struct Split {
     pub splits: u32,
     pub split_len: u32,
-    /// Unnormalised outputs, statistics and flags of every split (layout in `fused.wgsl`).
+    pub sequential: bool,
+    /// Unnormalised outputs, statistics and flags of every split (layout in `fused.wgsl`);
+    /// for sequential runs, one split's worth.
     pub partial: Pooled,
     pub combine: Kernel,
 }
@@ -75,7 +85,7 @@ const MIN_BLOCKS_PER_SPLIT: u32 = 2;
 
 /// Most keys one workgroup walks where the driver caps an invocation's loops
 /// ([`super::loop_cap`]): on lavapipe one query row against 8192 keys in one workgroup came
-/// out wrong (its loops stopped short) and 4096 right; longer rows are split.
+/// out wrong (its loops stopped short) and 4096 right; longer rows are walked in runs.
 pub const KEYS_UNDER_LOOP_CAP: u32 = 2048;
 
 impl Split {
@@ -308,6 +318,8 @@ pub(crate) fn record<'k>(
         mode: WHOLE,
         mask0,
         mask1,
+        run: 0,
+        _pad: [0; 3],
     };
     let mask = |i: usize| f.masks[i].map_or(&kernels.placeholder, |m| m.buffer);
     let partial = split.map_or(&kernels.placeholder_rw, |s| &s.partial);
@@ -326,6 +338,24 @@ pub(crate) fn record<'k>(
         batch.dispatch(kernel, &params, &buffers, [blocks, 1, heads]);
         return;
     };
+    if split.sequential {
+        // One dispatch per run; `partial` holds one split's worth of state.
+        for run in 0..split.splits {
+            let mode = match run {
+                0 => FIRST_RUN,
+                r if r + 1 == split.splits => LAST_RUN,
+                _ => MIDDLE_RUN,
+            };
+            let run_params = Params {
+                splits: 1,
+                mode,
+                run,
+                ..params
+            };
+            batch.dispatch(kernel, &run_params, &buffers, [blocks, 1, heads]);
+        }
+        return;
+    }
     let split_params = Params {
         mode: SPLIT,
         ..params
