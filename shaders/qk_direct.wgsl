@@ -68,6 +68,21 @@ fn store_row(m: u32, n0: u32, hd: Head, lo: vec4<f32>, hi: vec4<f32>) {
     }
     let l = p.row0 + m;
     let z_row = (((hd.batch - p.batch0) * p.heads_q + hd.head_q) * p.rows + m) * p.cols;
+    // Without masks or a causal limit, whole rows of 8 are stored without the mask test.
+    if p.flags == 0u && n0 + TN <= p.cols {
+        let at = z_row + n0;
+        let scaled_lo = lo * p.scale;
+        let scaled_hi = hi * p.scale;
+        scores[at] = scaled_lo.x;
+        scores[at + 1u] = scaled_lo.y;
+        scores[at + 2u] = scaled_lo.z;
+        scores[at + 3u] = scaled_lo.w;
+        scores[at + 4u] = scaled_hi.x;
+        scores[at + 5u] = scaled_hi.y;
+        scores[at + 6u] = scaled_hi.z;
+        scores[at + 7u] = scaled_hi.w;
+        return;
+    }
     for (var c = 0u; c < TN; c++) {
         let s = n0 + c;
         if s >= p.cols {
