@@ -68,8 +68,11 @@ fn store_row(m: u32, n0: u32, hd: Head, lo: vec4<f32>, hi: vec4<f32>) {
     }
     let l = p.row0 + m;
     let z_row = (((hd.batch - p.batch0) * p.heads_q + hd.head_q) * p.rows + m) * p.cols;
-    // Without masks or a causal limit, whole rows of 8 are stored without the mask test.
-    if p.flags == 0u && n0 + TN <= p.cols {
+    // Without mask tensors, a group of 8 keys that all exist and all lie within the causal
+    // limit (or with none) is stored without the per-score mask test.
+    let causal = (p.flags & 4u) != 0u;
+    let visible = !causal || i32(n0 + TN - 1u) <= i32(l) + p.causal_offset;
+    if (p.flags & 3u) == 0u && visible && n0 + TN <= p.cols {
         let at = z_row + n0;
         let scaled_lo = lo * p.scale;
         let scaled_hi = hi * p.scale;
