@@ -60,19 +60,3 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     keys_end = keys;
     store_block(z, origin, lid, gemm_tile(z, origin.x, origin.y, keys, lid));
 }
-
-fn store_row(z: u32, m: u32, n: u32, lo: vec4<f32>, hi: vec4<f32>) {
-    if m >= p.rows {
-        return;
-    }
-    let hd = head_of(z, p.batch0, p.heads_q, p.group);
-    let row = p.o_offset + hd.batch * p.o_stride_b + hd.head_q * p.o_stride_h
-        + (p.row0 + m) * p.o_stride_l;
-    for (var c = 0u; c < TN; c++) {
-        let j = n + c;
-        if j >= p.cols {
-            break;
-        }
-        o[row + j] = Out(row_at(lo, hi, c));
-    }
-}

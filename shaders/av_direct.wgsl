@@ -120,24 +120,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         }
     }
 
-    store_row(m0, j0, hd, acc[0], acc[1]);
-    store_row(m0 + 1u, j0, hd, acc[2], acc[3]);
-    store_row(m0 + 2u, j0, hd, acc[4], acc[5]);
-    store_row(m0 + 3u, j0, hd, acc[6], acc[7]);
-}
-
-// Block row m of O (columns j0..j0 + 8, see `row_at`), where they exist.
-fn store_row(m: u32, j0: u32, hd: Head, lo: vec4<f32>, hi: vec4<f32>) {
-    if m >= p.rows {
-        return;
-    }
-    let row = p.o_offset + hd.batch * p.o_stride_b + hd.head_q * p.o_stride_h
-        + (p.row0 + m) * p.o_stride_l;
-    for (var c = 0u; c < TN; c++) {
-        let j = j0 + c;
-        if j >= p.cols {
-            break;
-        }
-        o[row + j] = Out(row_at(lo, hi, c));
-    }
+    store_row(z, m0, j0, acc[0], acc[1]);
+    store_row(z, m0 + 1u, j0, acc[2], acc[3]);
+    store_row(z, m0 + 2u, j0, acc[4], acc[5]);
+    store_row(z, m0 + 3u, j0, acc[6], acc[7]);
 }

@@ -1,6 +1,7 @@
 // Shared by av.wgsl (staged tiles) and av_direct.wgsl (register blocks read straight from
-// storage): the parameter block of the P·V kernel and its output binding; each kernel
-// declares the probabilities and V with its own element type (scalars, or vec4).
+// storage): the parameter block of the P·V kernel, its output binding and the epilogue;
+// each kernel declares the probabilities and V with its own element type (scalars, or
+// vec4).
 
 struct Params {
     rows: u32,        // query rows in this block (M)
@@ -27,3 +28,17 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(3) var<storage, read_write> o: array<Out>;
+
+// Row m of batch z's block of O, columns n..n + 8 (see `row_at`), where they exist, into
+// the concatenated-heads layout.
+fn store_row(z: u32, m: u32, n: u32, lo: vec4<f32>, hi: vec4<f32>) {
+    if m >= p.rows {
+        return;
+    }
+    let hd = head_of(z, p.batch0, p.heads_q, p.group);
+    let row = p.o_offset + hd.batch * p.o_stride_b + hd.head_q * p.o_stride_h
+        + (p.row0 + m) * p.o_stride_l;
+    for (var c = 0u; c < 8u && n + c < p.cols; c++) {
+        o[row + n + c] = Out(row_at(lo, hi, c));
+    }
+}

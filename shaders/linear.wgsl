@@ -37,20 +37,3 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     let origin = tile_origin(wg);
     store_block(0u, origin, lid, gemm_tile(0u, origin.x, origin.y, p.depth, lid));
 }
-
-fn store_row(z: u32, m: u32, n: u32, lo: vec4<f32>, hi: vec4<f32>) {
-    if m >= p.rows {
-        return;
-    }
-    for (var c = 0u; c < TN; c++) {
-        let col = n + c;
-        if col >= p.cols {
-            break;
-        }
-        var v = row_at(lo, hi, c);
-        if p.has_bias != 0u {
-            v += f32(bias[p.bias_offset + col]);
-        }
-        y[p.y_offset + m * p.y_row_stride + col] = Out(v);
-    }
-}

@@ -1,6 +1,7 @@
 // Shared by linear.wgsl (staged tiles) and linear_direct.wgsl (register blocks read straight
-// from storage): the parameter block of the linear layer and its bindings besides X and W,
-// which each kernel declares with its own element type (Elem, or vec4<Elem>).
+// from storage): the parameter block of the linear layer, its bindings besides X and W
+// (which each kernel declares with its own element type, Elem or vec4<Elem>), and the
+// epilogue.
 
 struct Params {
     rows: u32,        // M: rows of X and Y
@@ -18,3 +19,18 @@ struct Params {
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(3) var<storage, read> bias: array<Elem>;
 @group(0) @binding(4) var<storage, read_write> y: array<Out>;
+
+// Row m of Y, features n..n + 8 (see `row_at`), plus the bias, where they exist. (z: the
+// matrix kernels' batch index, always 0 here.)
+fn store_row(z: u32, m: u32, n: u32, lo: vec4<f32>, hi: vec4<f32>) {
+    if m >= p.rows {
+        return;
+    }
+    for (var c = 0u; c < 8u && n + c < p.cols; c++) {
+        var v = row_at(lo, hi, c);
+        if p.has_bias != 0u {
+            v += f32(bias[p.bias_offset + n + c]);
+        }
+        y[p.y_offset + m * p.y_row_stride + n + c] = Out(v);
+    }
+}

@@ -51,18 +51,3 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     }
     store_block(z, origin, lid, gemm_tile(z, origin.x, origin.y, p.depth, lid));
 }
-
-fn store_row(z: u32, m: u32, n: u32, lo: vec4<f32>, hi: vec4<f32>) {
-    if m >= p.rows {
-        return;
-    }
-    let hd = head_of(z, p.batch0, p.heads_q, p.group);
-    let l = p.row0 + m;
-    for (var c = 0u; c < TN; c++) {
-        let s = n + c;
-        if s >= p.cols {
-            break;
-        }
-        scores[(z * p.rows + m) * p.cols + s] = masked_score(row_at(lo, hi, c) * p.scale, hd, l, s);
-    }
-}

@@ -55,43 +55,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
 
     // Constant indices only: an index computed at run time would move acc out of registers
     // for the whole kernel.
-    store_row(m0, n0, hd, acc[0], acc[1]);
-    store_row(m0 + 1u, n0, hd, acc[2], acc[3]);
-    store_row(m0 + 2u, n0, hd, acc[4], acc[5]);
-    store_row(m0 + 3u, n0, hd, acc[6], acc[7]);
-}
-
-// Scores of block row m (keys n0..n0 + 8, see `row_at`), scaled and masked, where they exist.
-fn store_row(m: u32, n0: u32, hd: Head, lo: vec4<f32>, hi: vec4<f32>) {
-    if m >= p.rows {
-        return;
-    }
-    let l = p.row0 + m;
-    let z_row = (((hd.batch - p.batch0) * p.heads_q + hd.head_q) * p.rows + m) * p.cols;
-    // Without mask tensors, a group of 8 keys that all exist and all lie within the causal
-    // limit (or with none) is stored without the per-score mask test.
-    let causal = (p.flags & 4u) != 0u;
-    let visible = !causal || i32(n0 + TN - 1u) <= i32(l) + p.causal_offset;
-    if (p.flags & 3u) == 0u && visible && n0 + TN <= p.cols {
-        let at = z_row + n0;
-        let scaled_lo = lo * p.scale;
-        let scaled_hi = hi * p.scale;
-        scores[at] = scaled_lo.x;
-        scores[at + 1u] = scaled_lo.y;
-        scores[at + 2u] = scaled_lo.z;
-        scores[at + 3u] = scaled_lo.w;
-        scores[at + 4u] = scaled_hi.x;
-        scores[at + 5u] = scaled_hi.y;
-        scores[at + 6u] = scaled_hi.z;
-        scores[at + 7u] = scaled_hi.w;
-        return;
-    }
-    for (var c = 0u; c < TN; c++) {
-        let s = n0 + c;
-        if s >= p.cols {
-            break;
-        }
-        let x = row_at(lo, hi, c);
-        scores[z_row + s] = masked_score(x * p.scale, hd, l, s);
-    }
+    store_row(z, m0, n0, acc[0], acc[1]);
+    store_row(z, m0 + 1u, n0, acc[2], acc[3]);
+    store_row(z, m0 + 2u, n0, acc[4], acc[5]);
+    store_row(z, m0 + 3u, n0, acc[6], acc[7]);
 }

@@ -184,31 +184,34 @@ pub fn shader_source(name: &str, storage: Storage) -> Option<String> {
     })
 }
 
+/// Every shader the crate builds pipelines from, by [`shader_source`] name.
+pub const SHADER_NAMES: [&str; 12] = [
+    "linear",
+    "linear_direct",
+    "qk",
+    "qk_direct",
+    "av",
+    "av_direct",
+    "softmax",
+    "softmax_vec4",
+    "softmax_rows",
+    "head_mean",
+    "fused",
+    "fused_combine",
+];
+
 /// Every kernel's complete WGSL source with f32 storage, by name, as handed to the device
 /// (for validation with naga in the tests, and for anyone reading what runs).
 pub fn shader_sources() -> Vec<(&'static str, String)> {
-    [
-        "linear",
-        "linear_direct",
-        "qk",
-        "qk_direct",
-        "av",
-        "av_direct",
-        "softmax",
-        "softmax_vec4",
-        "softmax_rows",
-        "head_mean",
-        "fused",
-        "fused_combine",
-    ]
-    .into_iter()
-    .map(|name| {
-        (
-            name,
-            shader_source(name, Storage::F32).expect("known kernel"),
-        )
-    })
-    .collect()
+    SHADER_NAMES
+        .into_iter()
+        .map(|name| {
+            (
+                name,
+                shader_source(name, Storage::F32).expect("known kernel"),
+            )
+        })
+        .collect()
 }
 
 /// Names of the kernels, in the order a forward runs them;
