@@ -86,9 +86,9 @@ struct Params {
     mask1_stride_l: u32,
     mask1_stride_s: u32,
     run: u32,           // modes 3–5: which run of `split_len` keys
+    block0: u32,        // the launch's first query block (a grid's x holds at most 65535)
     _pad0: u32,
     _pad1: u32,
-    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -122,6 +122,7 @@ var<workgroup> any_nonfinite: atomic<u32>;
 // Mode 2: whether some split flagged this query block.
 var<workgroup> recompute: u32;
 
+// Modes 1 and 2 run as one launch (block0 0): they serve calls of few query blocks only.
 // Layout of `partial` for S splits, Z = batch·heads, L query rows, RB query blocks:
 // unnormalised outputs [S, Z, L, dv], then statistics [S, Z, L, 3] (max, sum, poisoned),
 // then flags [S, Z, RB] (1.0: the split met a non-finite value).
@@ -215,7 +216,7 @@ fn main(
     let invocations = WG_X * WG_Y;
     let br = 4u * WG_Y;
     let hd = head_of(wg.z, 0u, p.heads_q, p.group);
-    let l0 = wg.x * br;
+    let l0 = (p.block0 + wg.x) * br;
     // Modes 4 and 5 go on from the state a previous run of keys saved in `partial`.
     let resumes = p.mode == 4u || p.mode == 5u;
     let q_base = p.q_offset + hd.batch * p.q_stride_b + hd.head_q * p.q_stride_h;

@@ -123,18 +123,23 @@ fn check(
     );
 }
 
-/// Past 65535 workgroups of the register-blocked kernels' small tiles (32 rows at 8×8), a
-/// call runs on the staged kernels' larger ones instead of failing: 2 100 000 queries
-/// against 4 keys.
+/// Calls of more row tiles than a grid's 65535 workgroups run instead of failing: 2 100 000
+/// queries against 4 keys. Past the register-blocked kernels' grid (32 rows per workgroup at
+/// 8×8) three passes run on the staged kernels' larger tiles; the fused kernel (32 rows per
+/// workgroup) is launched once per 65535 query blocks.
 #[test]
-fn calls_past_the_register_blocked_grid_run_on_the_staged_kernels() {
+fn calls_past_the_grid_limit_run() {
     let gpu = gpu();
     let mut rng = rng();
     for (len_q, len_kv) in [(2_100_000, 4)] {
         let q = random(&mut rng, &[1, 1, len_q, 4], 1.0);
         let k = random(&mut rng, &[1, 1, len_kv, 4], 1.0);
         let v = random(&mut rng, &[1, 1, len_kv, 4], 1.0);
-        for path in [AttentionPath::Auto, AttentionPath::ThreePass] {
+        for path in [
+            AttentionPath::Auto,
+            AttentionPath::ThreePass,
+            AttentionPath::Fused,
+        ] {
             let opts = SdpaOptions {
                 path,
                 ..Default::default()

@@ -40,7 +40,10 @@ pub(crate) struct Params {
     mask0: [u32; 4],
     mask1: [u32; 4],
     run: u32,
-    _pad: [u32; 3],
+    /// First query block of this launch: grids of more than `MAX_GROUPS` blocks are cut
+    /// into launches of at most that many.
+    block0: u32,
+    _pad: [u32; 2],
 }
 
 /// `fused.wgsl`'s modes.
@@ -319,7 +322,8 @@ pub(crate) fn record<'k>(
         mask0,
         mask1,
         run: 0,
-        _pad: [0; 3],
+        block0: 0,
+        _pad: [0; 2],
     };
     let mask = |i: usize| f.masks[i].map_or(&kernels.placeholder, |m| m.buffer);
     let partial = split.map_or(&kernels.placeholder_rw, |s| &s.partial);
@@ -334,12 +338,21 @@ pub(crate) fn record<'k>(
     ];
     let blocks = (d.len_q as u32).div_ceil(variant.rows());
     let heads = (d.batch * d.heads_q) as u32;
+    // Whole rows of keys per workgroup: one launch per MAX_GROUPS query blocks (a
+    // grid's x may not exceed it).
+    let launch_rows = |batch: &mut Batch<'k>, params: Params| {
+        for block0 in (0..blocks).step_by(super::MAX_GROUPS as usize) {
+            let count = (blocks - block0).min(super::MAX_GROUPS);
+            let launch = Params { block0, ..params };
+            batch.dispatch(kernel, &launch, &buffers, [count, 1, heads]);
+        }
+    };
     let Some(split) = split else {
-        batch.dispatch(kernel, &params, &buffers, [blocks, 1, heads]);
+        launch_rows(batch, params);
         return;
     };
     if split.sequential {
-        // One dispatch per run; `partial` holds one split's worth of state.
+        // One launch per run; `partial` holds one split's worth of state.
         for run in 0..split.splits {
             let mode = match run {
                 0 => FIRST_RUN,
@@ -352,10 +365,12 @@ pub(crate) fn record<'k>(
                 run,
                 ..params
             };
-            batch.dispatch(kernel, &run_params, &buffers, [blocks, 1, heads]);
+            launch_rows(batch, run_params);
         }
         return;
     }
+    // Parallel splits only serve calls of fewer than MAX_GROUPS query rows (`Split::count`),
+    // so their grids, and the merge's, fit as they are.
     let split_params = Params {
         mode: SPLIT,
         ..params
