@@ -105,11 +105,11 @@ pub struct Tuning {
     /// Preferred (query rows, keys) per workgroup of the fused kernel; the largest that fits
     /// the device when `None` or when this one does not fit.
     pub fused_block: Option<(u32, u32)>,
-    /// What `AttentionPath::Auto` runs when no weights are asked for: the fused kernel
-    /// (the default), or — where three passes measured faster on this adapter — the
-    /// three-pass path, except for decode-like calls the staged kernels would serve (the
-    /// fused kernel skips the work of their idle tile rows) and where its score blocks do
-    /// not fit.
+    /// What `AttentionPath::Auto` runs when no weights are asked for: the fused kernel, or
+    /// the three-pass path (the device-type defaults: faster on lavapipe and on an H200
+    /// with the register-blocked kernels) except for decode-like calls the staged kernels
+    /// would serve (the fused kernel skips the work of their idle tile rows) and where its
+    /// score blocks do not fit.
     #[serde(default = "prefer_fused_default")]
     pub prefer_fused: bool,
     /// The fused kernel splits a call's keys among workgroups (flash-decoding) when its query
@@ -170,20 +170,27 @@ impl Tuning {
         self.av.unwrap_or_else(|| av_tiles(&self.gemm))
     }
 
-    /// The defaults for a device type. On a CPU adapter (lavapipe, measured) the three-pass
-    /// core beat the fused kernel on full attention (`Auto` prefers it there), and softmax
-    /// rows ran fastest on 8 invocations — one SIMD batch of lavapipe's (a row of 512 scores:
-    /// 10.6 ms at 8, 21 ms at 64, per bert-base pass), and splitting keys buys nothing on two
-    /// cores; GPUs get the fused kernel, 128, key splits up to 1024 workgroups, and P·V tiles
-    /// of 64 rows (on an H200 0.34 ms against 0.43–0.45 for the derived 192-row tiles; bk 32
-    /// measured 0.31–0.32 but needs more than WebGPU's minimum 16 KiB of workgroup memory).
-    /// The register-blocked QKᵀ and P·V were measured on lavapipe only: GPUs keep the staged
-    /// kernels, which share operands through workgroup memory, until `tune` measures them.
-    /// `wgpu-mha tune` measures an adapter's own.
+    /// The defaults for a device type, as measured on lavapipe (CPU adapters) and on an
+    /// NVIDIA H200 (GPUs); `wgpu-mha tune` measures an adapter's own.
+    ///
+    /// - Both run QKᵀ and P·V register-blocked where the layout allows. GPUs take 4×8
+    ///   workgroups: on the H200 tune's three-pass SDPA took 0.13 ms against 0.30 with the
+    ///   staged kernels (8×8: 0.14), and long's P·V 0.44 ms against 2.12.
+    /// - With them `Auto` prefers three passes on both. On the H200 the bench's SDPA rows ran
+    ///   2.4× (bert-base) to 3.6× (long) faster than through the fused kernel; on lavapipe
+    ///   three passes also won.
+    /// - Softmax: on a CPU adapter an invocation per row (`softmax_whole_rows`) and rows of 8
+    ///   invocations — one SIMD batch of lavapipe's (a row of 512 scores: 10.6 ms at 8,
+    ///   21 ms at 64, per bert-base pass); on the H200 a workgroup per row, 128 invocations
+    ///   (an invocation per row took 0.14 ms against 0.10).
+    /// - Splitting keys buys nothing on two cores; GPUs split up to 1024 workgroups.
+    /// - P·V tiles of the staged kernel: 64 rows on GPUs (on an H200 0.34 ms against
+    ///   0.43–0.45 for the derived 192-row tiles; bk 32 measured 0.31–0.32 but needs more
+    ///   than WebGPU's minimum 16 KiB of workgroup memory).
     pub fn for_device_type(device_type: wgpu::DeviceType) -> Self {
         let cpu = device_type == wgpu::DeviceType::Cpu;
         Self {
-            prefer_fused: !cpu,
+            prefer_fused: false,
             softmax_wg: if cpu { 8 } else { 128 },
             softmax_whole_rows: cpu,
             fused_split_groups: if cpu { 0 } else { 1024 },
@@ -196,7 +203,11 @@ impl Tuning {
                     bk: 16,
                 })
             },
-            direct: if cpu { Self::default().direct } else { None },
+            direct: if cpu {
+                Self::default().direct
+            } else {
+                Some(DirectTiles { wg_x: 4, wg_y: 8 })
+            },
             ..Self::default()
         }
     }
