@@ -38,7 +38,8 @@
 //
 // A storage prelude (storage_*.wgsl) names the element types of Q/K/V (`Elem`) and of O
 // (`Out`); float.wgsl, heads.wgsl and masks.wgsl (prepended) supply the float helpers, map
-// z to (batch, head) and mask a score as qk.wgsl does. Arithmetic is f32 whatever the
+// z to (batch, head) and mask a score as qk.wgsl does; fused_params.wgsl the parameters,
+// the other bindings and the layout of `partial`. Arithmetic is f32 whatever the
 // storage.
 
 override WG_X: u32 = 8u;    // invocations along value columns (8 each): ceil(dv / 8) rounded up, ≥ 4
@@ -47,59 +48,9 @@ override WG_Y: u32 = 4u;    // invocation rows: the workgroup takes BR = 4·WG_Y
 override BC: u32 = 32u;     // keys per block: a multiple of 4 and of WG_X / 4
 override KV_VEC: u32 = 16u; // vec4s of one staged key or value row: max(D_VEC, 2·WG_X)
 
-struct Params {
-    rows: u32,          // L
-    cols: u32,          // S
-    depth: u32,         // d
-    depth_v: u32,       // dv
-    heads_q: u32,
-    group: u32,
-    flags: u32,         // bit 0: mask0, bit 1: mask1, bit 2: causal
-    splits: u32,        // key splits (1: none)
-    q_offset: u32,
-    q_stride_b: u32,
-    q_stride_h: u32,
-    q_stride_l: u32,
-    k_offset: u32,
-    k_stride_b: u32,
-    k_stride_h: u32,
-    k_stride_s: u32,
-    v_offset: u32,
-    v_stride_b: u32,
-    v_stride_h: u32,
-    v_stride_s: u32,
-    o_offset: u32,
-    o_stride_b: u32,
-    o_stride_h: u32,
-    o_stride_l: u32,
-    scale: f32,
-    causal_offset: i32,
-    split_len: u32,     // keys per split, a multiple of BC
-    mode: u32,          // 0: whole, 1: one split into `partial`, 2: flagged blocks whole,
-                        // 3, 4, 5: the first, a middle, the last run of keys (state in `partial`)
-    mask0_stride_b: u32,
-    mask0_stride_h: u32,
-    mask0_stride_l: u32,
-    mask0_stride_s: u32,
-    mask1_stride_b: u32,
-    mask1_stride_h: u32,
-    mask1_stride_l: u32,
-    mask1_stride_s: u32,
-    run: u32,           // modes 3–5: which run of `split_len` keys
-    block0: u32,        // the launch's first query block (a grid's x holds at most 65535)
-    _pad0: u32,
-    _pad1: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> q: array<Elem>;
 @group(0) @binding(2) var<storage, read> k: array<Elem>;
 @group(0) @binding(3) var<storage, read> v: array<Elem>;
-@group(0) @binding(4) var<storage, read> mask0: array<f32>;
-@group(0) @binding(5) var<storage, read> mask1: array<f32>;
-@group(0) @binding(6) var<storage, read_write> o: array<Out>;
-// Modes 1 and 2 (layout in partial_* below); a placeholder in mode 0.
-@group(0) @binding(7) var<storage, read_write> partial: array<f32>;
 
 var<workgroup> q_tile: array<vec4<f32>, 4 * WG_Y * D_VEC>; // [row][i / 4], pre-scaled
 var<workgroup> p_tile: array<vec4<f32>, BC * WG_Y>;  // [key][row / 4]
@@ -121,22 +72,6 @@ var<workgroup> values_nonfinite: atomic<u32>;
 var<workgroup> any_nonfinite: atomic<u32>;
 // Mode 2: whether some split flagged this query block.
 var<workgroup> recompute: u32;
-
-// Modes 1 and 2 run as one launch (block0 0): they serve calls of few query blocks only.
-// Layout of `partial` for S splits, Z = batch·heads, L query rows, RB query blocks:
-// unnormalised outputs [S, Z, L, dv], then statistics [S, Z, L, 3] (max, sum, poisoned),
-// then flags [S, Z, RB] (1.0: the split met a non-finite value).
-fn partial_out(split: u32, z: u32, l: u32, zs: u32) -> u32 {
-    return ((split * zs + z) * p.rows + l) * p.depth_v;
-}
-
-fn partial_stats(split: u32, z: u32, l: u32, zs: u32) -> u32 {
-    return p.splits * zs * p.rows * p.depth_v + ((split * zs + z) * p.rows + l) * 3u;
-}
-
-fn partial_flag(split: u32, z: u32, block: u32, zs: u32, blocks: u32) -> u32 {
-    return p.splits * zs * p.rows * (p.depth_v + 3u) + (split * zs + z) * blocks + block;
-}
 
 // Four consecutive elements from `at` of K or V, of which the first `n` exist.
 fn key4(at: u32, n: u32) -> vec4<f32> {

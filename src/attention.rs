@@ -211,27 +211,49 @@ pub(crate) enum CorePlan {
 pub(crate) struct CoreNeeds {
     pub weights: Option<bool>,
     pub storage: Storage,
+    /// Every row of Q, K and V starts at a multiple of 4 elements and the head sizes are
+    /// multiples of 4: the register-blocked fused kernel can read them as vec4.
+    pub vec4_views: bool,
 }
 
 impl CorePlan {
     /// Resolves `path` for a core of `dims` with `needs`.
     pub fn new(gpu: &Gpu, dims: &CoreDims, path: AttentionPath, needs: CoreNeeds) -> Result<Self> {
-        let CoreNeeds { weights, storage } = needs;
+        let CoreNeeds {
+            weights,
+            storage,
+            vec4_views,
+        } = needs;
         gpu.check_dtype(storage.operands())?;
         let fused = || -> Result<Self> {
             let limits = gpu.limits();
-            let variant = fused::Variant::for_dims(
-                dims.len_q,
-                dims.head_dim,
-                dims.head_dim_v,
-                &limits,
-                gpu.kernels().tuning.fused_block,
-            )?;
             let kernels = gpu.kernels();
-            let kernel = kernels.fused(gpu.device(), &limits, variant, storage)?;
             let heads = dims.batch * dims.heads_q;
             let target = kernels.tuning.fused_split_groups;
-            let mut splits = fused::Split::count(&variant, dims.len_q, dims.len_kv, heads, target);
+            let split_count = |variant: &fused::Variant| {
+                fused::Split::count(variant, dims.len_q, dims.len_kv, heads, target)
+            };
+            // The register-blocked kernel where the tuning asks for it and the call allows:
+            // vec4 rows, output rows that fit its workgroup memory, and keys not split among
+            // workgroups (it has no split mode).
+            let direct = kernels
+                .tuning
+                .fused_direct
+                .filter(|_| vec4_views)
+                .and_then(|wg| fused::Variant::direct(wg, dims.head_dim, dims.head_dim_v))
+                .filter(|variant| variant.check(&limits).is_ok() && split_count(variant) == 1);
+            let variant = match direct {
+                Some(variant) => variant,
+                None => fused::Variant::for_dims(
+                    dims.len_q,
+                    dims.head_dim,
+                    dims.head_dim_v,
+                    &limits,
+                    kernels.tuning.fused_block,
+                )?,
+            };
+            let kernel = kernels.fused(gpu.device(), &limits, variant, storage)?;
+            let mut splits = split_count(&variant);
             let blocks = (dims.len_q as u32).div_ceil(variant.rows());
             let partial_len = |splits| {
                 fused::Split::partial_len(splits, dims.len_q, dims.head_dim_v, heads, blocks)
@@ -242,12 +264,13 @@ impl CorePlan {
             {
                 splits /= 2;
             }
-            // Where the driver caps an invocation's loops, a workgroup walks at most
-            // KEYS_UNDER_LOOP_CAP keys: unless parallel splits already keep within that, the
-            // keys are walked in runs one after another, the rows' state carried from run
-            // to run in one split's worth of partial results (memory still linear).
-            let runs = kernels.loop_cap.map_or(1, |_| {
-                (dims.len_kv as u32).div_ceil(fused::KEYS_UNDER_LOOP_CAP)
+            // Where the driver caps an invocation's loops, a workgroup walks only so many
+            // keys: unless parallel splits already keep within that, the keys are walked in
+            // runs one after another, the rows' state carried from run to run in one
+            // split's worth of partial results (memory still linear).
+            let runs = kernels.loop_cap.map_or(1, |cap| {
+                let keys = variant.keys_under_loop_cap(cap, dims.head_dim, dims.head_dim_v);
+                (dims.len_kv as u32).div_ceil(keys)
             });
             let sequential = runs > 1 && splits < runs;
             let pieces = if sequential { runs } else { splits };

@@ -293,6 +293,11 @@ impl MultiHeadAttention {
         let needs = CoreNeeds {
             weights: p.need_weights.then_some(p.average_attn_weights),
             storage: Storage::inner(dtype),
+            vec4_views: [&q, &k, &v]
+                .iter()
+                .all(|view| view.layout.iter().all(|x| x.is_multiple_of(4)))
+                && d.head_dim.is_multiple_of(4)
+                && d.head_dim_v.is_multiple_of(4),
         };
         let plan = CorePlan::new(gpu, d, opts.path, needs)?;
         bytes += plan.bytes();

@@ -103,6 +103,8 @@ impl PreparedSdpa {
         let needs = CoreNeeds {
             weights: None,
             storage: Storage::last(opts.dtype),
+            // Contiguous heads: every row starts at a multiple of the head size.
+            vec4_views: d.head_dim.is_multiple_of(4) && d.head_dim_v.is_multiple_of(4),
         };
         let plan = CorePlan::new(gpu, &d, opts.path, needs)?;
         bytes += plan.bytes();

@@ -128,7 +128,16 @@ pub struct Tuning {
     /// layout: the staged kernels (`gemm_tile.wgsl`).
     #[serde(default)]
     pub direct: Option<DirectTiles>,
+    /// The fused path register-blocked (`fused_direct.wgsl`: 4 query rows per invocation,
+    /// scores and output in registers, no workgroup memory) with this many invocations per
+    /// workgroup, wherever the layout allows vec4 loads, dv ≤ 256 and the keys are not split
+    /// among workgroups; `None`, or another call: the staged kernel (`fused.wgsl`).
+    #[serde(default)]
+    pub fused_direct: Option<u32>,
 }
+
+/// Invocations per workgroup of the register-blocked fused kernel on CPU adapters.
+const FUSED_DIRECT_CPU: u32 = 16;
 
 fn prefer_fused_default() -> bool {
     true
@@ -160,6 +169,7 @@ impl Default for Tuning {
             }),
             // bert-base on lavapipe: QKᵀ 25 ms against 45 staged, P·V 20 against 35.
             direct: Some(DirectTiles { wg_x: 8, wg_y: 8 }),
+            fused_direct: Some(FUSED_DIRECT_CPU),
         }
     }
 }
@@ -208,6 +218,7 @@ impl Tuning {
             } else {
                 Some(DirectTiles { wg_x: 4, wg_y: 8 })
             },
+            fused_direct: if cpu { Some(FUSED_DIRECT_CPU) } else { None },
             ..Self::default()
         }
     }
@@ -218,7 +229,8 @@ impl Tuning {
         let bad = |what: String| Err(Error::Config(format!("tuning: {what}")));
         let av = self.av_tiles();
         let positive = |t: &GemmTiles| t.wg_x > 0 && t.wg_y > 0 && t.bk > 0;
-        let direct_ok = self.direct.is_none_or(|d| d.wg_x > 0 && d.wg_y > 0);
+        let direct_ok =
+            self.direct.is_none_or(|d| d.wg_x > 0 && d.wg_y > 0) && self.fused_direct != Some(0);
         if !positive(g) || !positive(&av) || !direct_ok || self.softmax_wg == 0 {
             return bad("sizes must be positive".into());
         }
@@ -232,7 +244,8 @@ impl Tuning {
             .invocations()
             .max(av.invocations())
             .max(self.softmax_wg)
-            .max(self.direct.map_or(0, |d| d.invocations()));
+            .max(self.direct.map_or(0, |d| d.invocations()))
+            .max(self.fused_direct.unwrap_or(0));
         if invocations > limits.max_compute_invocations_per_workgroup {
             return bad(format!(
                 "{invocations} invocations per workgroup, the device allows {}",
@@ -257,7 +270,7 @@ impl Tuning {
 
 /// Version of what a cached tuning holds: entries of an older format are not read (a field
 /// they lack would otherwise take a value no measurement chose).
-const CACHE_FORMAT: u32 = 3;
+const CACHE_FORMAT: u32 = 4;
 
 /// The key of an adapter in the cache: name, backend, driver, driver info, crate version,
 /// cache format.

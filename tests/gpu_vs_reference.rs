@@ -357,11 +357,19 @@ fn rows_that_attend_to_nothing_are_zero_not_nan() {
     }
 }
 
-/// One SDPA call on both GPU paths with a poisoned output, checked against the reference.
+/// One SDPA call on both GPU paths with a poisoned output, checked against the reference;
+/// the fused path also on its staged kernel (where the adapter's tuning runs the
+/// register-blocked one, as on a CPU adapter).
 fn check_sdpa(label: &str, q: &Tensor, k: &Tensor, v: &Tensor, opts: &SdpaOptions) {
-    for path in [AttentionPath::ThreePass, AttentionPath::Fused] {
+    let runs = [
+        (AttentionPath::ThreePass, gpu(), ""),
+        (AttentionPath::Fused, gpu(), ""),
+        (AttentionPath::Fused, staged_gpu(), ", staged"),
+    ];
+    for (path, gpu, kernels) in runs {
         check_sdpa_path(
-            &format!("{label} [{path:?}]"),
+            &gpu,
+            &format!("{label} [{path:?}{kernels}]"),
             q,
             k,
             v,
@@ -370,11 +378,10 @@ fn check_sdpa(label: &str, q: &Tensor, k: &Tensor, v: &Tensor, opts: &SdpaOption
     }
 }
 
-fn check_sdpa_path(label: &str, q: &Tensor, k: &Tensor, v: &Tensor, opts: &SdpaOptions) {
-    let gpu = gpu();
-    let prepared = PreparedSdpa::prepare(&gpu, q, k, v, opts).unwrap();
+fn check_sdpa_path(gpu: &Gpu, label: &str, q: &Tensor, k: &Tensor, v: &Tensor, opts: &SdpaOptions) {
+    let prepared = PreparedSdpa::prepare(gpu, q, k, v, opts).unwrap();
     assert_eq!(prepared.path(), opts.path, "{label}");
-    poison(&gpu, prepared.output_buffer());
+    poison(gpu, prepared.output_buffer());
     prepared.run().unwrap();
     let got = prepared.read().unwrap();
     let want = reference::sdpa(q, k, v, opts).unwrap();

@@ -74,6 +74,7 @@ fn tile_sizes_are_override_constants() {
             "linear_direct" | "qk_direct" | "av_direct" => &["WG_X", "WG_Y"],
             "softmax" | "softmax_vec4" | "softmax_rows" => &["WG"],
             "fused" => &["WG_X", "D_VEC", "WG_Y", "BC", "KV_VEC"],
+            "fused_direct" => &["WG", "DV_VEC"],
             _ => &[],
         };
         assert_eq!(overrides, expected, "{name}");

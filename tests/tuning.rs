@@ -20,6 +20,7 @@ fn tunings() -> Vec<Tuning> {
             fused_split_groups: 1 << 16,
             av: Some(gemm(8, 4, 16)),
             direct: Some(DirectTiles { wg_x: 4, wg_y: 2 }),
+            fused_direct: Some(8),
         },
         Tuning {
             gemm: gemm(16, 8, 32),
@@ -30,6 +31,7 @@ fn tunings() -> Vec<Tuning> {
             fused_split_groups: 0,
             av: None,
             direct: None,
+            fused_direct: None,
         },
         Tuning {
             gemm: gemm(4, 16, 8),
@@ -40,6 +42,7 @@ fn tunings() -> Vec<Tuning> {
             fused_split_groups: 256,
             av: Some(gemm(4, 8, 32)),
             direct: Some(DirectTiles { wg_x: 16, wg_y: 4 }),
+            fused_direct: Some(64),
         },
         Tuning {
             fused_block: Some((32, 32)),

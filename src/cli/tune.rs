@@ -71,6 +71,9 @@ const DIRECT_CANDIDATES: [Option<(u32, u32)>; 6] = [
 /// Workgroups the fused kernel aims at by splitting keys (0: never split).
 const SPLIT_CANDIDATES: [u32; 4] = [0, 256, 1024, 4096];
 
+/// Invocations per workgroup of the register-blocked fused kernel; `None`: the staged one.
+const FUSED_DIRECT_CANDIDATES: [Option<u32>; 5] = [None, Some(8), Some(16), Some(32), Some(64)];
+
 /// Deterministic, non-zero inputs.
 fn tensor(shape: &[usize], seed: u32) -> Tensor {
     let n: usize = shape.iter().product();
@@ -276,12 +279,30 @@ pub fn run(device: &DeviceArgs, args: &TuneArgs) -> Result<Outcome> {
                 softmax_wg,
                 softmax_whole_rows,
                 fused_block: Some(block),
+                fused_direct: None,
                 ..base
             };
             let gpu = open(&probe, tuning)?;
             time_sdpa(&gpu, AttentionPath::Fused, None, args.runs)
         },
     );
+
+    let fused_direct = pick(
+        "register-blocked fused kernel (invocations per workgroup; None: staged) — SDPA B1 H8 L256 d64",
+        FUSED_DIRECT_CANDIDATES,
+        |invocations| {
+            let tuning = Tuning {
+                gemm,
+                softmax_wg,
+                softmax_whole_rows,
+                fused_block,
+                fused_direct: invocations,
+                ..base
+            };
+            time_sdpa(&open(&probe, tuning)?, AttentionPath::Fused, None, args.runs)
+        },
+    )
+    .unwrap_or(base.fused_direct);
 
     // Key splits pay where a call has few query blocks: a decode step (the bench's preset).
     let fused_split_groups = pick(
@@ -293,6 +314,7 @@ pub fn run(device: &DeviceArgs, args: &TuneArgs) -> Result<Outcome> {
                 softmax_wg,
                 softmax_whole_rows,
                 fused_block,
+                fused_direct,
                 fused_split_groups: target,
                 ..base
             };
@@ -322,6 +344,7 @@ pub fn run(device: &DeviceArgs, args: &TuneArgs) -> Result<Outcome> {
                 fused_split_groups,
                 av,
                 direct,
+                fused_direct,
             };
             time_sdpa(&open(&probe, tuning)?, path, None, args.runs)
         },
@@ -335,6 +358,7 @@ pub fn run(device: &DeviceArgs, args: &TuneArgs) -> Result<Outcome> {
         fused_split_groups,
         av,
         direct,
+        fused_direct,
     };
     println!(
         "\ntuned: {tuned:?} (in {:.1} s)",

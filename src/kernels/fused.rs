@@ -121,17 +121,21 @@ impl Split {
     }
 }
 
-/// The pipeline class of a problem: the override constants of `fused.wgsl`.
+/// The pipeline class of a problem: the override constants of `fused.wgsl`, or of
+/// `fused_direct.wgsl` (`direct`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct Variant {
-    /// Invocations along value columns (8 columns each).
+    /// Invocations along value columns (8 columns each); 1 when `direct`.
     pub wg_x: u32,
     /// Invocation rows; the workgroup takes `4·wg_y` query rows.
     pub wg_y: u32,
-    /// vec4s of a staged query row.
+    /// vec4s of a staged query row; when `direct`, of an output row (held in workgroup
+    /// memory).
     pub d_vec: u32,
     /// Keys per block.
     pub bc: u32,
+    /// The register-blocked kernel: each invocation 4 query rows, keys 8 at a time.
+    pub direct: bool,
 }
 
 /// (query rows, keys) per workgroup, most reuse of each staged key first. More query rows
@@ -161,7 +165,38 @@ impl Variant {
             wg_y: rows / 4,
             d_vec,
             bc,
+            direct: false,
         })
+    }
+
+    /// The register-blocked class with `invocations` per workgroup, for head sizes `d`, `dv`
+    /// read as vec4 (`None` where they are not multiples of 4).
+    pub fn direct(invocations: u32, d: usize, dv: usize) -> Option<Self> {
+        let fits = d.is_multiple_of(4) && dv.is_multiple_of(4);
+        fits.then_some(Self {
+            wg_x: 1,
+            wg_y: invocations,
+            d_vec: ((dv / 4) as u32).next_power_of_two(),
+            bc: 8,
+            direct: true,
+        })
+    }
+
+    /// Most keys one invocation may walk in one dispatch where the driver stops an
+    /// invocation's loops after `cap` iterations in all ([`super::loop_cap`]): a multiple
+    /// of the key block.
+    pub fn keys_under_loop_cap(&self, cap: u64, d: usize, dv: usize) -> u32 {
+        if !self.direct {
+            return KEYS_UNDER_LOOP_CAP;
+        }
+        // Per pass (a second one only after a non-finite value): loading and checking the
+        // rows' state, 4·dv/4 iterations each; per block of 8 keys the dot products (d/4),
+        // the values (dv/4), the masks (16) and the block itself.
+        let (d4, dv4) = ((d / 4) as u64, (dv / 4) as u64);
+        let per_block = d4 + dv4 + 17;
+        let fixed = 3 * (4 * dv4 + 4);
+        let blocks = cap.saturating_sub(fixed) / (2 * per_block);
+        (blocks.clamp(1, (u32::MAX / self.bc) as u64) as u32) * self.bc
     }
 
     /// The class for a problem with `len_q` query rows and head sizes `d`, `dv` on a device
@@ -216,6 +251,10 @@ impl Variant {
     /// probabilities, six per-row statistics, three per-invocation partials, and three
     /// scalar flags (each variable counts rounded up to 16 bytes, as WebGPU counts them).
     pub fn workgroup_bytes(&self) -> u32 {
+        if self.direct {
+            // Four output rows per invocation.
+            return 4 * self.d_vec * self.invocations() * 16;
+        }
         let rounded = |bytes: u32| bytes.next_multiple_of(16);
         self.rows() * self.d_vec * 16
             + self.bc * self.kv_vec() * 16
@@ -235,7 +274,7 @@ impl Variant {
                 limit_name,
             })
         };
-        if !self.bc.is_multiple_of(self.wg_x / 4) {
+        if !self.direct && !self.bc.is_multiple_of(self.wg_x / 4) {
             return too_large("row statistics", self.wg_x / 4, self.bc, "keys per block");
         }
         if self.invocations() > limits.max_compute_invocations_per_workgroup {
@@ -272,12 +311,26 @@ pub(crate) fn build_combine(device: &wgpu::Device, storage: Storage) -> Kernel {
 
 /// Builds the pipeline of one class and storage.
 pub(crate) fn build(device: &wgpu::Device, variant: Variant, storage: Storage) -> Kernel {
+    let read_only = [true, true, true, true, true, false, false];
+    if variant.direct {
+        return Kernel::new(
+            device,
+            "fused",
+            &shader_source("fused_direct", storage).expect("known kernel"),
+            size_of::<Params>(),
+            &read_only,
+            &[
+                ("WG", variant.wg_y as f64),
+                ("DV_VEC", variant.d_vec as f64),
+            ],
+        );
+    }
     Kernel::new(
         device,
         "fused",
         &shader_source("fused", storage).expect("known kernel"),
         size_of::<Params>(),
-        &[true, true, true, true, true, false, false],
+        &read_only,
         &[
             ("WG_X", variant.wg_x as f64),
             ("WG_Y", variant.wg_y as f64),

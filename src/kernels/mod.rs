@@ -43,7 +43,9 @@ mod source {
     pub const SOFTMAX_VEC4: &str = include_str!("../../shaders/softmax_vec4.wgsl");
     pub const SOFTMAX_ROWS: &str = include_str!("../../shaders/softmax_rows.wgsl");
     pub const HEAD_MEAN: &str = include_str!("../../shaders/head_mean.wgsl");
+    pub const FUSED_PARAMS: &str = include_str!("../../shaders/fused_params.wgsl");
     pub const FUSED: &str = include_str!("../../shaders/fused.wgsl");
+    pub const FUSED_DIRECT: &str = include_str!("../../shaders/fused_direct.wgsl");
     pub const FUSED_COMBINE: &str = include_str!("../../shaders/fused_combine.wgsl");
 }
 
@@ -96,7 +98,7 @@ impl Storage {
 }
 
 /// The kernels whose operands have a storage type.
-pub const STORED_KERNELS: [&str; 8] = [
+pub const STORED_KERNELS: [&str; 9] = [
     "linear",
     "linear_direct",
     "qk",
@@ -104,6 +106,7 @@ pub const STORED_KERNELS: [&str; 8] = [
     "av",
     "av_direct",
     "fused",
+    "fused_direct",
     "fused_combine",
 ];
 
@@ -176,7 +179,18 @@ pub fn shader_source(name: &str, storage: Storage) -> Option<String> {
             source::FLOAT,
             source::HEADS,
             source::MASKS,
+            source::FUSED_PARAMS,
             source::FUSED,
+        ]
+        .concat(),
+        "fused_direct" => [
+            prelude,
+            source::FLOAT,
+            source::DOT_BLOCK,
+            source::HEADS,
+            source::MASKS,
+            source::FUSED_PARAMS,
+            source::FUSED_DIRECT,
         ]
         .concat(),
         "fused_combine" => [prelude, source::FLOAT, source::HEADS, source::FUSED_COMBINE].concat(),
@@ -185,7 +199,7 @@ pub fn shader_source(name: &str, storage: Storage) -> Option<String> {
 }
 
 /// Every shader the crate builds pipelines from, by [`shader_source`] name.
-pub const SHADER_NAMES: [&str; 12] = [
+pub const SHADER_NAMES: [&str; 13] = [
     "linear",
     "linear_direct",
     "qk",
@@ -197,6 +211,7 @@ pub const SHADER_NAMES: [&str; 12] = [
     "softmax_rows",
     "head_mean",
     "fused",
+    "fused_direct",
     "fused_combine",
 ];
 

@@ -19,13 +19,15 @@ pub fn gpu() -> Gpu {
     .clone()
 }
 
-/// The device of [`gpu`] with the kernels GPUs default to: the staged matrix kernels
-/// (`Tuning::direct` off) and a workgroup per softmax row, so that tests can hold them
-/// against the register-blocked kernels and whole-row softmax a CPU adapter defaults to.
+/// The device of [`gpu`] with the staged kernels: matrix products and fused attention
+/// through workgroup memory (`Tuning::direct` and `Tuning::fused_direct` off) and a
+/// workgroup per softmax row, so that tests can hold them against the register-blocked
+/// kernels and whole-row softmax a CPU adapter defaults to.
 pub fn staged_gpu() -> Gpu {
     let gpu = gpu();
     let tuning = Tuning {
         direct: None,
+        fused_direct: None,
         softmax_whole_rows: false,
         ..gpu.tuning()
     };
