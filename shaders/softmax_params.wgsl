@@ -1,8 +1,9 @@
 // Shared by the softmax kernels — softmax.wgsl (a workgroup per row, one score per load),
 // softmax_vec4.wgsl (a workgroup per row, four) and softmax_rows.wgsl (an invocation per row,
 // four): the parameter block, how far a row is read and written, the folding of four scores
-// into a running (max, sum), and the workgroup's merge. float.wgsl (prepended) has the float
-// helpers.
+// into a running (max, sum), and the merge of two. The workgroup's merge of a row
+// (`reduce_row`) comes from softmax_reduce_tree.wgsl, or softmax_reduce_subgroup.wgsl where
+// the device has subgroup operations. float.wgsl (prepended) has the float helpers.
 
 override WG: u32 = 128u;
 
@@ -18,10 +19,6 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-
-var<workgroup> part_max: array<f32, WG>;
-var<workgroup> part_sum: array<f32, WG>;
-var<workgroup> part_bad: array<u32, WG>;
 
 // Merges two (max, sum) pairs; -inf maxima contribute nothing (and make no NaN).
 fn merge(m1: f32, s1: f32, m2: f32, s2: f32) -> vec2<f32> {
@@ -57,25 +54,6 @@ struct RowStats {
     max: f32,
     inv_sum: f32,
     bad: bool,
-}
-
-// Merges the workgroup's per-invocation (max, sum, poisoned) of one row in a tree; every
-// invocation gets the row's statistics.
-fn reduce_row(t: u32, m: f32, s: f32, bad: bool) -> RowStats {
-    part_max[t] = m;
-    part_sum[t] = s;
-    part_bad[t] = u32(bad);
-    workgroupBarrier();
-    for (var half = WG / 2u; half > 0u; half /= 2u) {
-        if t < half {
-            let merged = merge(part_max[t], part_sum[t], part_max[t + half], part_sum[t + half]);
-            part_max[t] = merged.x;
-            part_sum[t] = merged.y;
-            part_bad[t] = part_bad[t] | part_bad[t + half];
-        }
-        workgroupBarrier();
-    }
-    return RowStats(part_max[0], 1.0 / part_sum[0], part_bad[0] != 0u);
 }
 
 // Whether each component is NaN or +inf: a score that poisons its row.

@@ -151,10 +151,12 @@ impl Gpu {
         // The adapter's own limits: wgpu's defaults are smaller than most adapters (on
         // lavapipe they refuse 512 MiB buffers and 1024-invocation workgroups).
         let limits = adapter.limits();
-        // Timestamp queries time each kernel in the benchmark, and SHADER_F16 allows f16
-        // storage, where the adapter has them.
-        let features =
-            adapter.features() & (wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SHADER_F16);
+        // Timestamp queries time each kernel in the benchmark, SHADER_F16 allows f16
+        // storage, and SUBGROUP the softmax's subgroup merge, where the adapter has them.
+        let features = adapter.features()
+            & (wgpu::Features::TIMESTAMP_QUERY
+                | wgpu::Features::SHADER_F16
+                | wgpu::Features::SUBGROUP);
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("wgpu-mha"),
             required_features: features,

@@ -102,6 +102,11 @@ pub struct Tuning {
     /// the workgroup's merge cost more than the row.
     #[serde(default)]
     pub softmax_whole_rows: bool,
+    /// A workgroup per row merges its statistics with subgroup operations
+    /// (`softmax_reduce_subgroup.wgsl`: one barrier) where the device has them, instead of
+    /// a tree through workgroup memory (log2 of the width in barriers).
+    #[serde(default)]
+    pub softmax_subgroups: bool,
     /// Preferred (query rows, keys) per workgroup of the fused kernel; the largest that fits
     /// the device when `None` or when this one does not fit.
     pub fused_block: Option<(u32, u32)>,
@@ -157,6 +162,7 @@ impl Default for Tuning {
             // bert-base's softmax on lavapipe: 4.2 ms against 6.9 with a workgroup per row
             // (batched, rows of 128: 1.6 against 3.8).
             softmax_whole_rows: true,
+            softmax_subgroups: true,
             fused_block: None,
             prefer_fused: true,
             fused_split_groups: 0,

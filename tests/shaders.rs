@@ -30,11 +30,14 @@ fn every_shader_parses_and_validates() {
 fn validate(name: &str, source: &str) -> naga::Module {
     let module = naga::front::wgsl::parse_str(source)
         .unwrap_or_else(|e| panic!("{name}: WGSL parse error:\n{}", e.emit_to_string(source)));
-    let capabilities = if source.contains("enable f16;") {
-        Capabilities::SHADER_FLOAT16
-    } else {
-        Capabilities::empty()
-    };
+    let mut capabilities = Capabilities::empty();
+    if source.contains("enable f16;") {
+        capabilities |= Capabilities::SHADER_FLOAT16;
+    }
+    // Subgroup operations only in the kernels the crate builds where the device has them.
+    if name.ends_with("_subgroup") {
+        capabilities |= Capabilities::SUBGROUP;
+    }
     Validator::new(ValidationFlags::all(), capabilities)
         .validate(&module)
         .unwrap_or_else(|e| panic!("{name}: validation error:\n{}", e.emit_to_string(source)));
@@ -72,7 +75,11 @@ fn tile_sizes_are_override_constants() {
         let expected: &[&str] = match name {
             "linear" | "qk" | "av" => &["WG_X", "WG_Y", "BK"],
             "linear_direct" | "qk_direct" | "av_direct" => &["WG_X", "WG_Y"],
-            "softmax" | "softmax_vec4" | "softmax_rows" => &["WG"],
+            "softmax"
+            | "softmax_vec4"
+            | "softmax_rows"
+            | "softmax_subgroup"
+            | "softmax_vec4_subgroup" => &["WG"],
             "fused" => &["WG_X", "D_VEC", "WG_Y", "BC", "KV_VEC"],
             "fused_direct" => &["WG", "DV_VEC"],
             _ => &[],

@@ -15,6 +15,9 @@ fn tunings() -> Vec<Tuning> {
             gemm: gemm(8, 8, 16),
             softmax_wg: 64,
             softmax_whole_rows: false,
+            // A workgroup per row, merged through workgroup memory: the path for devices
+            // without subgroup operations.
+            softmax_subgroups: false,
             fused_block: Some((16, 16)),
             prefer_fused: true,
             fused_split_groups: 1 << 16,
@@ -26,6 +29,7 @@ fn tunings() -> Vec<Tuning> {
             gemm: gemm(16, 8, 32),
             softmax_wg: 256,
             softmax_whole_rows: true,
+            softmax_subgroups: false,
             fused_block: Some((64, 16)),
             prefer_fused: false,
             fused_split_groups: 0,
@@ -37,6 +41,8 @@ fn tunings() -> Vec<Tuning> {
             gemm: gemm(4, 16, 8),
             softmax_wg: 32,
             softmax_whole_rows: false,
+            // Merged with subgroup operations where the adapter has them (lavapipe does).
+            softmax_subgroups: true,
             fused_block: Some((16, 8)),
             prefer_fused: true,
             fused_split_groups: 256,

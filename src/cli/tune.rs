@@ -35,17 +35,23 @@ const GEMM_CANDIDATES: [(u32, u32, u32); 8] = [
     (4, 8, 32),
 ];
 
-/// Softmax (whole rows per invocation, invocations per workgroup).
-const SOFTMAX_CANDIDATES: [(bool, u32); 9] = [
-    (false, 8),
-    (false, 16),
-    (false, 32),
-    (false, 64),
-    (false, 128),
-    (false, 256),
-    (true, 8),
-    (true, 32),
-    (true, 64),
+/// Softmax (whole rows per invocation, invocations per workgroup, subgroup merge: used only
+/// where the device has subgroup operations, and only by a workgroup per row).
+const SOFTMAX_CANDIDATES: [(bool, u32, bool); 14] = [
+    (false, 8, false),
+    (false, 16, false),
+    (false, 32, false),
+    (false, 64, false),
+    (false, 128, false),
+    (false, 256, false),
+    (false, 16, true),
+    (false, 32, true),
+    (false, 64, true),
+    (false, 128, true),
+    (false, 256, true),
+    (true, 8, false),
+    (true, 32, false),
+    (true, 64, false),
 ];
 
 /// P·V tiles (wg_x, wg_y, bk); `None`: derived from the GEMM tiles.
@@ -201,14 +207,15 @@ pub fn run(device: &DeviceArgs, args: &TuneArgs) -> Result<Outcome> {
     )
     .map_or(base.gemm, |(wg_x, wg_y, bk)| GemmTiles { wg_x, wg_y, bk });
 
-    let (softmax_whole_rows, softmax_wg) = pick(
-        "softmax (whole rows per invocation, invocations per workgroup) — B1 H8 256×256 scores",
+    let (softmax_whole_rows, softmax_wg, softmax_subgroups) = pick(
+        "softmax (whole rows per invocation, invocations per workgroup, subgroup merge) — B1 H8 256×256 scores",
         SOFTMAX_CANDIDATES,
-        |(whole_rows, wg)| {
+        |(whole_rows, wg, subgroups)| {
             let tuning = Tuning {
                 gemm,
                 softmax_wg: wg,
                 softmax_whole_rows: whole_rows,
+                softmax_subgroups: subgroups,
                 ..base
             };
             time_sdpa(
@@ -219,7 +226,11 @@ pub fn run(device: &DeviceArgs, args: &TuneArgs) -> Result<Outcome> {
             )
         },
     )
-    .unwrap_or((base.softmax_whole_rows, base.softmax_wg));
+    .unwrap_or((
+        base.softmax_whole_rows,
+        base.softmax_wg,
+        base.softmax_subgroups,
+    ));
 
     // The staged P·V tiles serve layouts the register-blocked kernel cannot read (and every
     // call where the tuning has none): measured with it off.
@@ -231,6 +242,7 @@ pub fn run(device: &DeviceArgs, args: &TuneArgs) -> Result<Outcome> {
                 gemm,
                 softmax_wg,
                 softmax_whole_rows,
+                softmax_subgroups,
                 av: tiles.map(|(wg_x, wg_y, bk)| GemmTiles { wg_x, wg_y, bk }),
                 direct: None,
                 ..base
@@ -254,6 +266,7 @@ pub fn run(device: &DeviceArgs, args: &TuneArgs) -> Result<Outcome> {
                 gemm,
                 softmax_wg,
                 softmax_whole_rows,
+                softmax_subgroups,
                 av,
                 direct: shape.map(|(wg_x, wg_y)| DirectTiles { wg_x, wg_y }),
                 ..base
@@ -278,6 +291,7 @@ pub fn run(device: &DeviceArgs, args: &TuneArgs) -> Result<Outcome> {
                 gemm,
                 softmax_wg,
                 softmax_whole_rows,
+                softmax_subgroups,
                 fused_block: Some(block),
                 fused_direct: None,
                 ..base
@@ -295,6 +309,7 @@ pub fn run(device: &DeviceArgs, args: &TuneArgs) -> Result<Outcome> {
                 gemm,
                 softmax_wg,
                 softmax_whole_rows,
+                softmax_subgroups,
                 fused_block,
                 fused_direct: invocations,
                 ..base
@@ -313,6 +328,7 @@ pub fn run(device: &DeviceArgs, args: &TuneArgs) -> Result<Outcome> {
                 gemm,
                 softmax_wg,
                 softmax_whole_rows,
+                softmax_subgroups,
                 fused_block,
                 fused_direct,
                 fused_split_groups: target,
@@ -339,6 +355,7 @@ pub fn run(device: &DeviceArgs, args: &TuneArgs) -> Result<Outcome> {
                 gemm,
                 softmax_wg,
                 softmax_whole_rows,
+                softmax_subgroups,
                 fused_block,
                 prefer_fused: true,
                 fused_split_groups,
@@ -353,6 +370,7 @@ pub fn run(device: &DeviceArgs, args: &TuneArgs) -> Result<Outcome> {
         gemm,
         softmax_wg,
         softmax_whole_rows,
+        softmax_subgroups,
         fused_block,
         prefer_fused: core != Some(AttentionPath::ThreePass),
         fused_split_groups,

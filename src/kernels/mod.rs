@@ -39,6 +39,9 @@ mod source {
     pub const AV: &str = include_str!("../../shaders/av.wgsl");
     pub const AV_DIRECT: &str = include_str!("../../shaders/av_direct.wgsl");
     pub const SOFTMAX_PARAMS: &str = include_str!("../../shaders/softmax_params.wgsl");
+    pub const SOFTMAX_REDUCE_TREE: &str = include_str!("../../shaders/softmax_reduce_tree.wgsl");
+    pub const SOFTMAX_REDUCE_SUBGROUP: &str =
+        include_str!("../../shaders/softmax_reduce_subgroup.wgsl");
     pub const SOFTMAX: &str = include_str!("../../shaders/softmax.wgsl");
     pub const SOFTMAX_VEC4: &str = include_str!("../../shaders/softmax_vec4.wgsl");
     pub const SOFTMAX_ROWS: &str = include_str!("../../shaders/softmax_rows.wgsl");
@@ -110,10 +113,12 @@ pub const STORED_KERNELS: [&str; 9] = [
     "fused_combine",
 ];
 
-/// The complete WGSL source of shader `name` (one of [`KERNEL_NAMES`]; or `fused_combine`,
-/// which runs under the name `fused`; or `linear_direct`, `qk_direct`, `av_direct`,
-/// `softmax_vec4` and `softmax_rows`, which run under the names `linear`, `qk`, `av` and
-/// `softmax`) as handed to the device; `storage` applies to the kernels of [`STORED_KERNELS`] and is ignored by the rest.
+/// The complete WGSL source of shader `name` (one of [`SHADER_NAMES`]: the kernels of
+/// [`KERNEL_NAMES`], and their variants, which run under those names — `fused_direct` and
+/// `fused_combine` as `fused`; `linear_direct`, `qk_direct` and `av_direct` as `linear`,
+/// `qk` and `av`; `softmax_vec4`, `softmax_rows` and the `_subgroup` merges as `softmax`)
+/// as handed to the device; `storage` applies to the kernels of [`STORED_KERNELS`] and is
+/// ignored by the rest.
 pub fn shader_source(name: &str, storage: Storage) -> Option<String> {
     let prelude = storage.prelude();
     Some(match name {
@@ -170,8 +175,21 @@ pub fn shader_source(name: &str, storage: Storage) -> Option<String> {
             source::AV_DIRECT,
         ]
         .concat(),
-        "softmax" => [source::FLOAT, source::SOFTMAX_PARAMS, source::SOFTMAX].concat(),
-        "softmax_vec4" => [source::FLOAT, source::SOFTMAX_PARAMS, source::SOFTMAX_VEC4].concat(),
+        // A workgroup per row: its merge through workgroup memory, or with subgroup
+        // operations where the device has them.
+        "softmax" | "softmax_subgroup" | "softmax_vec4" | "softmax_vec4_subgroup" => {
+            let reduce = if name.ends_with("_subgroup") {
+                source::SOFTMAX_REDUCE_SUBGROUP
+            } else {
+                source::SOFTMAX_REDUCE_TREE
+            };
+            let kernel = if name.starts_with("softmax_vec4") {
+                source::SOFTMAX_VEC4
+            } else {
+                source::SOFTMAX
+            };
+            [source::FLOAT, source::SOFTMAX_PARAMS, reduce, kernel].concat()
+        }
         "softmax_rows" => [source::FLOAT, source::SOFTMAX_PARAMS, source::SOFTMAX_ROWS].concat(),
         "head_mean" => source::HEAD_MEAN.to_string(),
         "fused" => [
@@ -199,7 +217,7 @@ pub fn shader_source(name: &str, storage: Storage) -> Option<String> {
 }
 
 /// Every shader the crate builds pipelines from, by [`shader_source`] name.
-pub const SHADER_NAMES: [&str; 13] = [
+pub const SHADER_NAMES: [&str; 15] = [
     "linear",
     "linear_direct",
     "qk",
@@ -207,7 +225,9 @@ pub const SHADER_NAMES: [&str; 13] = [
     "av",
     "av_direct",
     "softmax",
+    "softmax_subgroup",
     "softmax_vec4",
+    "softmax_vec4_subgroup",
     "softmax_rows",
     "head_mean",
     "fused",
@@ -530,8 +550,17 @@ pub(crate) struct Kernels {
 impl Kernels {
     pub fn new(device: &wgpu::Device, tuning: Tuning) -> crate::Result<Self> {
         tuning.check(&device.limits())?;
-        let source = |name| shader_source(name, Storage::F32).expect("known kernel");
-        let softmax_kernel = |name| {
+        let source = |name: &str| shader_source(name, Storage::F32).expect("known kernel");
+        let subgroups =
+            tuning.softmax_subgroups && device.features().contains(wgpu::Features::SUBGROUP);
+        let reduce = |name: &'static str| {
+            if subgroups {
+                format!("{name}_subgroup")
+            } else {
+                name.to_string()
+            }
+        };
+        let softmax_kernel = |name: &str| {
             Kernel::new(
                 device,
                 "softmax",
@@ -543,8 +572,8 @@ impl Kernels {
         };
         Ok(Self {
             tuning,
-            softmax: softmax_kernel("softmax"),
-            softmax_vec4: softmax_kernel("softmax_vec4"),
+            softmax: softmax_kernel(&reduce("softmax")),
+            softmax_vec4: softmax_kernel(&reduce("softmax_vec4")),
             softmax_rows: softmax_kernel("softmax_rows"),
             head_mean: Kernel::new(
                 device,
