@@ -104,7 +104,8 @@ pub struct Tuning {
     pub softmax_whole_rows: bool,
     /// A workgroup per row merges its statistics with subgroup operations
     /// (`softmax_reduce_subgroup.wgsl`: one barrier) where the device has them, instead of
-    /// a tree through workgroup memory (log2 of the width in barriers).
+    /// a tree through workgroup memory (log2 of the width in barriers). Off by default (see
+    /// [`Tuning::default`]); `tune` turns it on where it measures faster.
     #[serde(default)]
     pub softmax_subgroups: bool,
     /// Preferred (query rows, keys) per workgroup of the fused kernel; the largest that fits
@@ -162,7 +163,10 @@ impl Default for Tuning {
             // bert-base's softmax on lavapipe: 4.2 ms against 6.9 with a workgroup per row
             // (batched, rows of 128: 1.6 against 3.8).
             softmax_whole_rows: true,
-            softmax_subgroups: true,
+            // Measured slower than the tree on both adapters at hand: on an H200 tune's
+            // softmax (B1 H8 256×256) took 0.09 ms against 0.07-0.08; on lavapipe an
+            // invocation per row needs no merge at all. `tune` measures it per adapter.
+            softmax_subgroups: false,
             fused_block: None,
             prefer_fused: true,
             fused_split_groups: 0,
