@@ -1,9 +1,14 @@
-//! `fused.wgsl`: the whole attention core in one kernel (FlashAttention-2: key blocks walked
-//! with an online softmax; the score matrix is never stored).
+//! `fused.wgsl` and `fused_direct.wgsl`: the whole attention core in one kernel
+//! (FlashAttention-2: key blocks walked with an online softmax; the score matrix is never
+//! stored), staged through workgroup memory or register-blocked.
 //!
-//! The workgroup shape depends on the head sizes (one invocation column per four value
-//! columns, one staged query row of `d` floats), so pipelines are built per head-size class —
-//! sizes rounded up to a power of two — once per device, on first use.
+//! The workgroup shape depends on the head sizes (staged: one invocation column per eight
+//! value columns, one staged query row of `d` floats; register-blocked: the output rows each
+//! invocation keeps), so pipelines are built per head-size class — sizes rounded up to a
+//! power of two — once per device, on first use.
+//!
+//! Where a driver caps how long an invocation may loop (llvmpipe), long rows of keys are
+//! walked in runs, one launch each, the rows' state carried between them ([`Split`]).
 //!
 //! A call with fewer query blocks × heads than the tuning's `fused_split_groups` (decoding:
 //! one query block per head) splits its keys among workgroups instead ([`Split`]): the
@@ -77,7 +82,8 @@ pub(crate) struct Split {
     pub splits: u32,
     pub split_len: u32,
     pub sequential: bool,
-    /// Unnormalised outputs, statistics and flags of every split (layout in `fused.wgsl`);
+    /// Unnormalised outputs, statistics and flags of every split (layout in
+    /// `fused_params.wgsl`);
     /// for sequential runs, one split's worth.
     pub partial: Pooled,
     pub combine: Kernel,
@@ -119,6 +125,19 @@ impl Split {
     pub fn partial_len(splits: u32, len_q: usize, dv: usize, heads: usize, blocks: u32) -> usize {
         splits as usize * heads * (len_q * (dv + 3) + blocks as usize)
     }
+}
+
+/// Loop iterations of `fused_direct.wgsl` per block of 8 keys and walk: the dot products
+/// (d/4), the masks (4 rows × 4), the values (dv/4) and the block's own.
+fn direct_block_iterations(d4: u64, dv4: u64) -> u64 {
+    d4 + 16 + dv4 + 1
+}
+
+/// Loop iterations of `fused_direct.wgsl` outside its key blocks, in the worst case of two
+/// walks: loading the 4 rows' state (4 + 4·dv/4) in each, checking it after the first,
+/// storing or writing it once, and the walks' own.
+fn direct_fixed_iterations(dv4: u64) -> u64 {
+    4 * (4 * dv4 + 4) + 2
 }
 
 /// The pipeline class of a problem: the override constants of `fused.wgsl`, or of
@@ -189,13 +208,9 @@ impl Variant {
         if !self.direct {
             return KEYS_UNDER_LOOP_CAP;
         }
-        // Per pass (a second one only after a non-finite value): loading and checking the
-        // rows' state, 4·dv/4 iterations each; per block of 8 keys the dot products (d/4),
-        // the values (dv/4), the masks (16) and the block itself.
         let (d4, dv4) = ((d / 4) as u64, (dv / 4) as u64);
-        let per_block = d4 + dv4 + 17;
-        let fixed = 3 * (4 * dv4 + 4);
-        let blocks = cap.saturating_sub(fixed) / (2 * per_block);
+        let blocks = cap.saturating_sub(direct_fixed_iterations(dv4))
+            / (2 * direct_block_iterations(d4, dv4));
         (blocks.clamp(1, (u32::MAX / self.bc) as u64) as u32) * self.bc
     }
 
@@ -342,7 +357,8 @@ pub(crate) fn build(device: &wgpu::Device, variant: Variant, storage: Storage) -
 }
 
 /// Records the fused core `f` over every batch, head and row: one launch of `kernel` (built
-/// for the core's class), or with `split` three — the splits, their merge, and the
+/// for the core's class) per 65535 query blocks; with a sequential `split`, that per run of
+/// keys; with a parallel `split` three launches — the splits, their merge, and the
 /// recomputation of flagged query blocks. `causal_offset` is `f.causal` resolved for its
 /// lengths.
 pub(crate) fn record<'k>(
@@ -456,4 +472,47 @@ pub(crate) fn record<'k>(
         ..params
     };
     batch.dispatch(kernel, &flagged, &buffers, [blocks, 1, heads]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A run of the register-blocked kernel stays under llvmpipe's cap in its worst case —
+    /// every block masked, two walks — counted loop by loop as `fused_direct.wgsl` has
+    /// them, and still walks more keys than the staged kernel's runs.
+    #[test]
+    fn register_blocked_runs_stay_under_the_loop_cap() {
+        let cap = 65535;
+        for (d, dv) in [
+            (8, 8),
+            (16, 16),
+            (64, 64),
+            (128, 128),
+            (256, 256),
+            (64, 256),
+        ] {
+            let variant = Variant::direct(16, d, dv).unwrap();
+            let keys = variant.keys_under_loop_cap(cap, d, dv) as u64;
+            assert!(keys.is_multiple_of(8), "d {d} dv {dv}: {keys} keys");
+            let (d4, dv4) = (d as u64 / 4, dv as u64 / 4);
+            // Loading, checking and storing the 4 rows' state: a loop over rows around one
+            // over dv/4 vec4s.
+            let state = 4 + 4 * dv4;
+            // Per block of 8 keys: the key loop's own iteration, dot_block's loop, masked8's
+            // loop of 4 for each of the 4 rows, and the values' loop.
+            let per_block = 1 + d4 + 4 * 4 + dv4;
+            // Two walks (the walk loop's own 2), each loading the state and walking the
+            // blocks; the first checks the state; one store or write at the end.
+            let worst = 2 + 2 * (state + keys / 8 * per_block) + state + state;
+            assert!(
+                worst <= cap,
+                "d {d} dv {dv}: {keys} keys, {worst} iterations"
+            );
+        }
+        let keys = Variant::direct(16, 64, 64)
+            .unwrap()
+            .keys_under_loop_cap(cap, 64, 64);
+        assert!(keys > KEYS_UNDER_LOOP_CAP, "{keys}");
+    }
 }

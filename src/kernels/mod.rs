@@ -522,12 +522,20 @@ impl Matmuls {
     }
 }
 
+/// Whether the softmax kernels with a workgroup per row merge with subgroup operations:
+/// where the tuning asks for it and the device has them.
+fn softmax_subgroups(device: &wgpu::Device, tuning: &Tuning) -> bool {
+    tuning.softmax_subgroups && device.features().contains(wgpu::Features::SUBGROUP)
+}
+
 /// Every pipeline of the crate, built once per device: the f32 ones when the device is
 /// opened, the f16 ones and each fused class on first use.
 pub(crate) struct Kernels {
     pub tuning: Tuning,
     /// Loop iterations one invocation may run in all on this device ([`loop_cap`]).
     pub loop_cap: Option<u64>,
+    /// The softmax kernels with a workgroup per row merge with subgroup operations.
+    pub softmax_subgroups: bool,
     pub softmax: Kernel,
     /// Softmax of rows whose length is a multiple of 4, read and written as vec4.
     pub softmax_vec4: Kernel,
@@ -551,8 +559,7 @@ impl Kernels {
     pub fn new(device: &wgpu::Device, tuning: Tuning) -> crate::Result<Self> {
         tuning.check(&device.limits())?;
         let source = |name: &str| shader_source(name, Storage::F32).expect("known kernel");
-        let subgroups =
-            tuning.softmax_subgroups && device.features().contains(wgpu::Features::SUBGROUP);
+        let subgroups = softmax_subgroups(device, &tuning);
         let reduce = |name: &'static str| {
             if subgroups {
                 format!("{name}_subgroup")
@@ -600,6 +607,7 @@ impl Kernels {
             fused: Default::default(),
             fused_combine: Default::default(),
             loop_cap: loop_cap(&device.adapter_info()),
+            softmax_subgroups: subgroups,
         })
     }
 

@@ -24,8 +24,14 @@ pub(crate) struct Params {
 /// row where the tuning says so, else by a workgroup per row.
 pub(crate) fn choose(kernels: &Kernels, cols: u32) -> Option<(&Kernel, u32)> {
     let wg = kernels.tuning.softmax_wg;
-    // Two passes over a row's share, plus the tree merge and a few more.
-    let shared = |per_load: u32| 2 * cols.div_ceil(per_load * wg) as u64 + wg.ilog2() as u64 + 4;
+    // Two passes over a row's share, plus the merge (the tree's log2(WG) steps, or the
+    // subgroup merge's WG / lanes, at most WG) and a few more.
+    let merge = if kernels.softmax_subgroups {
+        wg as u64
+    } else {
+        wg.ilog2() as u64
+    };
+    let shared = |per_load: u32| 2 * cols.div_ceil(per_load * wg) as u64 + merge + 4;
     let whole_row = 2 * cols.div_ceil(4) as u64 + 4;
     if !cols.is_multiple_of(4) {
         kernels
