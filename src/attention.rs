@@ -338,6 +338,11 @@ impl CorePlan {
         }
     }
 
+    /// Whether the fused path runs its register-blocked kernel (`fused_direct.wgsl`).
+    pub fn register_blocked_fused(&self) -> bool {
+        matches!(self, CorePlan::Fused { variant, .. } if variant.direct)
+    }
+
     /// Into how many runs of keys the fused kernel splits each row (1: not split, and for the
     /// three-pass path).
     pub fn key_splits(&self) -> u32 {

@@ -140,6 +140,13 @@ impl PreparedSdpa {
         self.plan.key_splits()
     }
 
+    /// Whether the fused path runs its register-blocked kernel (`fused_direct.wgsl`, where
+    /// [`Tuning::fused_direct`](crate::Tuning::fused_direct) asks for it and the call
+    /// allows) rather than the staged one.
+    pub fn register_blocked_fused(&self) -> bool {
+        self.plan.register_blocked_fused()
+    }
+
     /// How query, key and value are stored on the GPU.
     pub fn dtype(&self) -> Dtype {
         self.dtype

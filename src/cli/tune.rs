@@ -132,14 +132,12 @@ fn time_sdpa(gpu: &Gpu, path: AttentionPath, kernel: Option<&str>, runs: usize) 
     time_sdpa_shape(gpu, [1, 8, 256, 256, 64], path, kernel, runs)
 }
 
-/// SDPA of shape `[batch, heads, L, S, d]` on `path` (`kernel` alone if given).
-fn time_sdpa_shape(
+/// An SDPA call of shape `[batch, heads, L, S, d]` on `path`, prepared.
+fn prepare_sdpa(
     gpu: &Gpu,
     [b, h, l, s, d]: [usize; 5],
     path: AttentionPath,
-    kernel: Option<&str>,
-    runs: usize,
-) -> Result<f64> {
+) -> Result<PreparedSdpa> {
     let (q, k, v) = (
         tensor(&[b, h, l, d], 1),
         tensor(&[b, h, s, d], 2),
@@ -149,7 +147,18 @@ fn time_sdpa_shape(
         path,
         ..Default::default()
     };
-    let prepared = PreparedSdpa::prepare(gpu, &q, &k, &v, &opts)?;
+    PreparedSdpa::prepare(gpu, &q, &k, &v, &opts)
+}
+
+/// SDPA of shape `[batch, heads, L, S, d]` on `path` (`kernel` alone if given).
+fn time_sdpa_shape(
+    gpu: &Gpu,
+    shape: [usize; 5],
+    path: AttentionPath,
+    kernel: Option<&str>,
+    runs: usize,
+) -> Result<f64> {
+    let prepared = prepare_sdpa(gpu, shape, path)?;
     prepared.run()?;
     fastest(runs, || match kernel {
         Some(name) => prepared.run_kernel(name),
@@ -211,6 +220,10 @@ pub fn run(device: &DeviceArgs, args: &TuneArgs) -> Result<Outcome> {
         "softmax (whole rows per invocation, invocations per workgroup, subgroup merge) — B1 H8 256×256 scores",
         SOFTMAX_CANDIDATES,
         |(whole_rows, wg, subgroups)| {
+            if subgroups && !probe.device().features().contains(wgpu::Features::SUBGROUP) {
+                let why = "the device has no subgroup operations";
+                return Err(wgpu_mha::Error::Config(why.into()));
+            }
             let tuning = Tuning {
                 gemm,
                 softmax_wg: wg,
@@ -301,6 +314,8 @@ pub fn run(device: &DeviceArgs, args: &TuneArgs) -> Result<Outcome> {
         },
     );
 
+    // Without key splits, which the register-blocked kernel does not have; a candidate that
+    // cannot run (its workgroup memory) is skipped, not timed on the staged kernel.
     let fused_direct = pick(
         "register-blocked fused kernel (invocations per workgroup; None: staged) — SDPA B1 H8 L256 d64",
         FUSED_DIRECT_CANDIDATES,
@@ -312,9 +327,17 @@ pub fn run(device: &DeviceArgs, args: &TuneArgs) -> Result<Outcome> {
                 softmax_subgroups,
                 fused_block,
                 fused_direct: invocations,
+                fused_split_groups: 0,
                 ..base
             };
-            time_sdpa(&open(&probe, tuning)?, AttentionPath::Fused, None, args.runs)
+            let gpu = open(&probe, tuning)?;
+            let prepared = prepare_sdpa(&gpu, [1, 8, 256, 256, 64], AttentionPath::Fused)?;
+            if prepared.register_blocked_fused() != invocations.is_some() {
+                let why = "its workgroup memory does not fit this device";
+                return Err(wgpu_mha::Error::Config(why.into()));
+            }
+            prepared.run()?;
+            fastest(args.runs, || prepared.run())
         },
     )
     .unwrap_or(base.fused_direct);
