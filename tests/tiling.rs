@@ -4,6 +4,7 @@
 mod common;
 
 use common::*;
+use rand::Rng;
 use rand::seq::index::sample;
 use wgpu_mha::*;
 
@@ -125,36 +126,34 @@ fn check(
 
 /// Calls of more row tiles than a grid's 65535 workgroups run instead of failing: 2 100 000
 /// queries against 4 keys. Past the register-blocked kernels' grid (32 rows per workgroup at
-/// 8×8) three passes run on the staged kernels' larger tiles; the fused kernel (32 rows per
-/// workgroup) is launched once per 65535 query blocks.
+/// 8×8) three passes run on the staged kernels' larger tiles; the staged fused kernel (32
+/// rows per workgroup) is launched once per 65535 query blocks, twice here.
 #[test]
 fn calls_past_the_grid_limit_run() {
     let gpu = gpu();
+    let staged = staged_gpu();
     let mut rng = rng();
     for (len_q, len_kv) in [(2_100_000, 4)] {
         let q = random(&mut rng, &[1, 1, len_q, 4], 1.0);
         let k = random(&mut rng, &[1, 1, len_kv, 4], 1.0);
         let v = random(&mut rng, &[1, 1, len_kv, 4], 1.0);
-        for path in [
-            AttentionPath::Auto,
-            AttentionPath::ThreePass,
-            AttentionPath::Fused,
-        ] {
+        let runs = [
+            (&gpu, AttentionPath::Auto),
+            (&gpu, AttentionPath::ThreePass),
+            (&gpu, AttentionPath::Fused),
+            (&staged, AttentionPath::Fused),
+        ];
+        let want = reference::sdpa(&q, &k, &v, &SdpaOptions::default()).unwrap();
+        let (rtol, atol) = tolerance(&want);
+        for (i, (device, path)) in runs.into_iter().enumerate() {
+            let what = format!("L {len_q} S {len_kv} {path:?} (run {i})");
             let opts = SdpaOptions {
                 path,
                 ..Default::default()
             };
-            let got = scaled_dot_product_attention(&gpu, &q, &k, &v, &opts)
-                .unwrap_or_else(|e| panic!("L {len_q} S {len_kv} {path:?}: {e}"));
-            let want = reference::sdpa(&q, &k, &v, &opts).unwrap();
-            let (rtol, atol) = tolerance(&want);
-            assert_close(
-                &format!("L {len_q} S {len_kv} {path:?}"),
-                &got,
-                &want,
-                rtol,
-                atol,
-            );
+            let got = scaled_dot_product_attention(device, &q, &k, &v, &opts)
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert_close(&what, &got, &want, rtol, atol);
         }
     }
 }
@@ -174,20 +173,43 @@ fn long_rows_of_keys_are_right_or_refused() {
         let k = random(&mut rng, &[1, 2, len_kv, d], 1.0);
         let v = random(&mut rng, &[1, 2, len_kv, d], 1.0);
         let mask = random_bool_mask(&mut rng, &[len_q, len_kv], 0.3);
+        // Every 97th key blocked for every row (SDPA's polarity: true attends), its values
+        // NaN: a key of probability 0 adds nothing, here also where a run of keys takes the
+        // careful second walk.
+        let blocked = |s: usize| s % 97 == 5;
+        let nan_mask = Mask::bool(
+            vec![len_q, len_kv],
+            (0..len_q * len_kv)
+                .map(|i| !blocked(i % len_kv) && rng.random_bool(0.7))
+                .collect(),
+        )
+        .unwrap();
+        let mut v_nan = v.clone();
+        for (i, x) in v_nan.data.iter_mut().enumerate() {
+            if blocked(i / d % len_kv) {
+                *x = f32::NAN;
+            }
+        }
         let options = [
-            ("plain", None, None),
-            ("causal top-left", None, Some(Causal::TopLeft)),
-            ("causal bottom-right", None, Some(Causal::BottomRight)),
-            ("masked", Some(&mask), None),
+            ("plain", None, None, &v),
+            ("causal top-left", None, Some(Causal::TopLeft), &v),
+            ("causal bottom-right", None, Some(Causal::BottomRight), &v),
+            ("masked", Some(&mask), None, &v),
+            (
+                "masked, NaN values where blocked",
+                Some(&nan_mask),
+                None,
+                &v_nan,
+            ),
         ];
-        for (option, attn_mask, causal) in options {
+        for (option, attn_mask, causal, v) in options {
             let base = SdpaOptions {
                 attn_mask,
                 causal,
                 enable_gqa: true,
                 ..Default::default()
             };
-            let want = reference::sdpa(&q, &k, &v, &base).unwrap();
+            let want = reference::sdpa(&q, &k, v, &base).unwrap();
             let (rtol, atol) = tolerance(&want);
             for (device, name) in [(&gpu, "adapter's tuning"), (&staged, "staged kernels")] {
                 for path in [
@@ -197,7 +219,7 @@ fn long_rows_of_keys_are_right_or_refused() {
                 ] {
                     let what = format!("L {len_q} S {len_kv} d {d}, {option}, {name}, {path:?}");
                     let opts = SdpaOptions { path, ..base };
-                    match scaled_dot_product_attention(device, &q, &k, &v, &opts) {
+                    match scaled_dot_product_attention(device, &q, &k, v, &opts) {
                         Ok(got) => {
                             assert_close(&what, &got, &want, rtol, atol);
                         }

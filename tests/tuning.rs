@@ -54,6 +54,13 @@ fn tunings() -> Vec<Tuning> {
             fused_block: Some((32, 32)),
             ..base
         },
+        // The register-blocked fused kernel at its largest tuned workgroup (no key splits,
+        // which would take the staged kernel).
+        Tuning {
+            fused_direct: Some(64),
+            fused_split_groups: 0,
+            ..base
+        },
     ]
 }
 
