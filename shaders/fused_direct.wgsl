@@ -1,5 +1,5 @@
 // Fused attention, register-blocked: O = softmax(Q·Kᵀ·scale + masks)·V with the online
-// softmax of fused.wgsl, but without workgroup memory or barriers. Each invocation owns 4
+// softmax of fused.wgsl, but with nothing shared and no barriers. Each invocation owns 4
 // query rows of one head and walks their keys 8 at a time:
 //   - dot_block.wgsl computes the 4 × 8 block of scores from vec4 loads straight from
 //     storage, as qk_direct.wgsl does;

@@ -51,7 +51,8 @@ struct Params {
 @group(0) @binding(4) var<storage, read> mask0: array<f32>;
 @group(0) @binding(5) var<storage, read> mask1: array<f32>;
 @group(0) @binding(6) var<storage, read_write> o: array<Out>;
-// Modes 1 and 2 (layout in partial_* below); a placeholder in mode 0.
+// Modes 1–5 (layout in partial_* below): the splits' results, or the rows' state between
+// runs of keys; a placeholder in mode 0.
 @group(0) @binding(7) var<storage, read_write> partial: array<f32>;
 
 // Modes 1 and 2 run as one launch (block0 0): they serve calls of few query blocks only.

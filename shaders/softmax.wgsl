@@ -1,13 +1,15 @@
 // Row-wise softmax of a block of scores, in place: P[r, s] = exp(S[r, s] - max_r) / sum_r.
 // One workgroup per row. Each invocation folds its strided share of the row into a running
 // (max, sum) pair — the online softmax, one read of the row instead of two — then the
-// workgroup merges the pairs in a tree and every invocation writes its share.
+// workgroup merges the pairs (`reduce_row`) and every invocation writes its share.
 // A row whose every score is -inf (fully masked) has no maximum: it becomes all zeros,
 // never NaN. A row with a NaN or +inf score has no meaningful distribution: it becomes all
 // NaN, and no other row is touched. Under a causal mask a row reads only the keys it may see
 // (qk.wgsl leaves tiles wholly past the limit unwritten) and writes zeros past them — only
 // as far as P·V reads (the limit of the row's P·V tile) unless the weights are wanted.
-// softmax_params.wgsl holds the parameters and the merge; float.wgsl the float helpers.
+// softmax_params.wgsl holds the parameters and the merge of two pairs;
+// softmax_reduce_tree.wgsl or softmax_reduce_subgroup.wgsl the workgroup's merge;
+// float.wgsl the float helpers.
 
 @group(0) @binding(1) var<storage, read_write> scores: array<f32>;
 

@@ -135,9 +135,11 @@ pub struct Tuning {
     #[serde(default)]
     pub direct: Option<DirectTiles>,
     /// The fused path register-blocked (`fused_direct.wgsl`: 4 query rows per invocation,
-    /// scores and output in registers, no workgroup memory) with this many invocations per
-    /// workgroup, wherever the layout allows vec4 loads, dv ≤ 256 and the keys are not split
-    /// among workgroups; `None`, or another call: the staged kernel (`fused.wgsl`).
+    /// scores in registers, its output rows in its own part of workgroup memory, no
+    /// barriers) with this many invocations per workgroup, wherever the layout allows vec4
+    /// loads, those output rows fit the device's workgroup memory (4 rows × dv rounded up
+    /// to a power of two, per invocation) and the keys are not split among workgroups;
+    /// `None`, or another call: the staged kernel (`fused.wgsl`).
     #[serde(default)]
     pub fused_direct: Option<u32>,
 }
