@@ -240,8 +240,8 @@ impl CorePlan {
                 .tuning
                 .fused_direct
                 .filter(|_| vec4_views)
-                .and_then(|wg| fused::Variant::direct(wg, dims.head_dim, dims.head_dim_v))
-                .filter(|variant| variant.check(&limits).is_ok() && split_count(variant) == 1);
+                .and_then(|wg| fused::Variant::direct(wg, dims.head_dim, dims.head_dim_v, &limits))
+                .filter(|variant| split_count(variant) == 1);
             let variant = match direct {
                 Some(variant) => variant,
                 None => fused::Variant::for_dims(

@@ -136,10 +136,10 @@ pub struct Tuning {
     pub direct: Option<DirectTiles>,
     /// The fused path register-blocked (`fused_direct.wgsl`: 4 query rows per invocation,
     /// scores in registers, its output rows in its own part of workgroup memory, no
-    /// barriers) with this many invocations per workgroup, wherever the layout allows vec4
-    /// loads, those output rows fit the device's workgroup memory (4 rows × dv rounded up
-    /// to a power of two, per invocation) and the keys are not split among workgroups;
-    /// `None`, or another call: the staged kernel (`fused.wgsl`).
+    /// barriers) with at most this many invocations per workgroup — halved while their
+    /// output rows (4 × dv rounded up to a power of two, each) do not fit the device's
+    /// workgroup memory — wherever the layout allows vec4 loads and the keys are not split
+    /// among workgroups; `None`, or another call: the staged kernel (`fused.wgsl`).
     #[serde(default)]
     pub fused_direct: Option<u32>,
 }

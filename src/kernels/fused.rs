@@ -188,17 +188,25 @@ impl Variant {
         })
     }
 
-    /// The register-blocked class with `invocations` per workgroup, for head sizes `d`, `dv`
-    /// read as vec4 (`None` where they are not multiples of 4).
-    pub fn direct(invocations: u32, d: usize, dv: usize) -> Option<Self> {
-        let fits = d.is_multiple_of(4) && dv.is_multiple_of(4);
-        fits.then_some(Self {
+    /// The register-blocked class for head sizes `d`, `dv` read as vec4, with at most
+    /// `invocations` per workgroup: halved while their output rows do not fit the device's
+    /// workgroup memory (`None` where the sizes are not multiples of 4, or not even 4
+    /// invocations fit).
+    pub fn direct(invocations: u32, d: usize, dv: usize, limits: &wgpu::Limits) -> Option<Self> {
+        if !d.is_multiple_of(4) || !dv.is_multiple_of(4) {
+            return None;
+        }
+        let mut variant = Self {
             wg_x: 1,
             wg_y: invocations,
             d_vec: ((dv / 4) as u32).next_power_of_two(),
             bc: 8,
             direct: true,
-        })
+        };
+        while variant.check(limits).is_err() && variant.wg_y > 4 {
+            variant.wg_y /= 2;
+        }
+        variant.check(limits).is_ok().then_some(variant)
     }
 
     /// Most keys one invocation may walk in one dispatch where the driver stops an
@@ -326,33 +334,27 @@ pub(crate) fn build_combine(device: &wgpu::Device, storage: Storage) -> Kernel {
 
 /// Builds the pipeline of one class and storage.
 pub(crate) fn build(device: &wgpu::Device, variant: Variant, storage: Storage) -> Kernel {
-    let read_only = [true, true, true, true, true, false, false];
-    if variant.direct {
-        return Kernel::new(
-            device,
-            "fused",
-            &shader_source("fused_direct", storage).expect("known kernel"),
-            size_of::<Params>(),
-            &read_only,
-            &[
-                ("WG", variant.wg_y as f64),
-                ("DV_VEC", variant.d_vec as f64),
-            ],
-        );
-    }
+    let (name, constants) = if variant.direct {
+        let shape = [("WG", variant.wg_y), ("DV_VEC", variant.d_vec)];
+        ("fused_direct", shape.to_vec())
+    } else {
+        let shape = [
+            ("WG_X", variant.wg_x),
+            ("WG_Y", variant.wg_y),
+            ("D_VEC", variant.d_vec),
+            ("BC", variant.bc),
+            ("KV_VEC", variant.kv_vec()),
+        ];
+        ("fused", shape.to_vec())
+    };
+    let constants: Vec<_> = constants.into_iter().map(|(k, v)| (k, v as f64)).collect();
     Kernel::new(
         device,
         "fused",
-        &shader_source("fused", storage).expect("known kernel"),
+        &shader_source(name, storage).expect("known kernel"),
         size_of::<Params>(),
-        &read_only,
-        &[
-            ("WG_X", variant.wg_x as f64),
-            ("WG_Y", variant.wg_y as f64),
-            ("D_VEC", variant.d_vec as f64),
-            ("BC", variant.bc as f64),
-            ("KV_VEC", variant.kv_vec() as f64),
-        ],
+        &[true, true, true, true, true, false, false],
+        &constants,
     )
 }
 
@@ -484,6 +486,10 @@ mod tests {
     #[test]
     fn register_blocked_runs_stay_under_the_loop_cap() {
         let cap = 65535;
+        let limits = wgpu::Limits {
+            max_compute_workgroup_storage_size: 1 << 20,
+            ..Default::default()
+        };
         for (d, dv) in [
             (8, 8),
             (16, 16),
@@ -492,7 +498,7 @@ mod tests {
             (256, 256),
             (64, 256),
         ] {
-            let variant = Variant::direct(16, d, dv).unwrap();
+            let variant = Variant::direct(16, d, dv, &limits).unwrap();
             let keys = variant.keys_under_loop_cap(cap, d, dv) as u64;
             assert!(keys.is_multiple_of(8), "d {d} dv {dv}: {keys} keys");
             let (d4, dv4) = (d as u64 / 4, dv as u64 / 4);
@@ -510,9 +516,27 @@ mod tests {
                 "d {d} dv {dv}: {keys} keys, {worst} iterations"
             );
         }
-        let keys = Variant::direct(16, 64, 64)
+        let keys = Variant::direct(16, 64, 64, &limits)
             .unwrap()
             .keys_under_loop_cap(cap, 64, 64);
         assert!(keys > KEYS_UNDER_LOOP_CAP, "{keys}");
+    }
+
+    /// The register-blocked workgroup shrinks until its output rows fit workgroup memory:
+    /// 4 rows of dv floats (rounded up to a power of two) per invocation.
+    #[test]
+    fn register_blocked_workgroups_shrink_to_fit() {
+        let limits = wgpu::Limits {
+            max_compute_workgroup_storage_size: 32 << 10,
+            ..Default::default()
+        };
+        let invocations = |wg, dv| Variant::direct(wg, 64, dv, &limits).map(|v| v.wg_y);
+        assert_eq!(invocations(32, 64), Some(32)); // 32 KiB
+        assert_eq!(invocations(64, 64), Some(32));
+        assert_eq!(invocations(64, 128), Some(16));
+        assert_eq!(invocations(16, 100), Some(16)); // dv 100 held as 128
+        assert_eq!(invocations(64, 512), Some(4)); // 4 invocations × 4 rows × 128 vec4s
+        assert_eq!(invocations(64, 1024), None);
+        assert_eq!(Variant::direct(16, 62, 64, &limits), None);
     }
 }
