@@ -203,20 +203,23 @@ pub fn run(device: &DeviceArgs, args: &TuneArgs) -> Result<Outcome> {
         args.runs
     );
 
-    let gemm = pick(
+    // Each family is measured on the winners so far (the device type's defaults until
+    // measured), and its winner joins them; a family of which no candidate ran keeps its
+    // default.
+    let mut tuned = base;
+
+    if let Some((wg_x, wg_y, bk)) = pick(
         "GEMM tiles (wg_x, wg_y, bk) — linear kernel, projections of B1 L256 E512",
         GEMM_CANDIDATES,
         |(wg_x, wg_y, bk)| {
-            let tuning = Tuning {
-                gemm: GemmTiles { wg_x, wg_y, bk },
-                ..base
-            };
-            time_gemm(&open(&probe, tuning)?, args.runs)
+            let gemm = GemmTiles { wg_x, wg_y, bk };
+            time_gemm(&open(&probe, Tuning { gemm, ..tuned })?, args.runs)
         },
-    )
-    .map_or(base.gemm, |(wg_x, wg_y, bk)| GemmTiles { wg_x, wg_y, bk });
+    ) {
+        tuned.gemm = GemmTiles { wg_x, wg_y, bk };
+    }
 
-    let (softmax_whole_rows, softmax_wg, softmax_subgroups) = pick(
+    if let Some((whole_rows, wg, subgroups)) = pick(
         "softmax (whole rows per invocation, invocations per workgroup, subgroup merge) — B1 H8 256×256 scores",
         SOFTMAX_CANDIDATES,
         |(whole_rows, wg, subgroups)| {
@@ -225,110 +228,81 @@ pub fn run(device: &DeviceArgs, args: &TuneArgs) -> Result<Outcome> {
                 return Err(wgpu_mha::Error::Config(why.into()));
             }
             let tuning = Tuning {
-                gemm,
                 softmax_wg: wg,
                 softmax_whole_rows: whole_rows,
                 softmax_subgroups: subgroups,
-                ..base
+                ..tuned
             };
-            time_sdpa(
-                &open(&probe, tuning)?,
-                AttentionPath::ThreePass,
-                Some("softmax"),
-                args.runs,
-            )
+            let gpu = open(&probe, tuning)?;
+            time_sdpa(&gpu, AttentionPath::ThreePass, Some("softmax"), args.runs)
         },
-    )
-    .unwrap_or((
-        base.softmax_whole_rows,
-        base.softmax_wg,
-        base.softmax_subgroups,
-    ));
+    ) {
+        tuned.softmax_whole_rows = whole_rows;
+        tuned.softmax_wg = wg;
+        tuned.softmax_subgroups = subgroups;
+    }
 
     // The staged P·V tiles serve layouts the register-blocked kernel cannot read (and every
     // call where the tuning has none): measured with it off.
-    let av = pick(
+    if let Some(tiles) = pick(
         "staged P·V tiles (wg_x, wg_y, bk; None: from the GEMM tiles) — B1 H8 256×256 · 64",
         AV_CANDIDATES,
         |tiles| {
             let tuning = Tuning {
-                gemm,
-                softmax_wg,
-                softmax_whole_rows,
-                softmax_subgroups,
                 av: tiles.map(|(wg_x, wg_y, bk)| GemmTiles { wg_x, wg_y, bk }),
                 direct: None,
-                ..base
+                ..tuned
             };
-            time_sdpa(
-                &open(&probe, tuning)?,
-                AttentionPath::ThreePass,
-                Some("av"),
-                args.runs,
-            )
+            let gpu = open(&probe, tuning)?;
+            time_sdpa(&gpu, AttentionPath::ThreePass, Some("av"), args.runs)
         },
-    )
-    .flatten()
-    .map(|(wg_x, wg_y, bk)| GemmTiles { wg_x, wg_y, bk });
+    ) {
+        tuned.av = tiles.map(|(wg_x, wg_y, bk)| GemmTiles { wg_x, wg_y, bk });
+    }
 
-    let direct = pick(
+    if let Some(shape) = pick(
         "register-blocked QKᵀ and P·V (wg_x, wg_y; None: staged) — three-pass SDPA B1 H8 L256 d64",
         DIRECT_CANDIDATES,
         |shape| {
-            let tuning = Tuning {
-                gemm,
-                softmax_wg,
-                softmax_whole_rows,
-                softmax_subgroups,
-                av,
-                direct: shape.map(|(wg_x, wg_y)| DirectTiles { wg_x, wg_y }),
-                ..base
-            };
-            time_sdpa(
-                &open(&probe, tuning)?,
-                AttentionPath::ThreePass,
-                None,
-                args.runs,
-            )
+            let direct = shape.map(|(wg_x, wg_y)| DirectTiles { wg_x, wg_y });
+            let gpu = open(&probe, Tuning { direct, ..tuned })?;
+            time_sdpa(&gpu, AttentionPath::ThreePass, None, args.runs)
         },
-    )
-    .map_or(base.direct, |shape| {
-        shape.map(|(wg_x, wg_y)| DirectTiles { wg_x, wg_y })
-    });
+    ) {
+        tuned.direct = shape.map(|(wg_x, wg_y)| DirectTiles { wg_x, wg_y });
+    }
 
-    let fused_block = pick(
+    // The staged fused kernel's block, measured with the register-blocked one off.
+    if let Some(block) = pick(
         "fused block (query rows, keys) — SDPA B1 H8 L256 d64",
         BLOCKS,
         |block| {
             let tuning = Tuning {
-                gemm,
-                softmax_wg,
-                softmax_whole_rows,
-                softmax_subgroups,
                 fused_block: Some(block),
                 fused_direct: None,
-                ..base
+                ..tuned
             };
-            let gpu = open(&probe, tuning)?;
-            time_sdpa(&gpu, AttentionPath::Fused, None, args.runs)
+            time_sdpa(
+                &open(&probe, tuning)?,
+                AttentionPath::Fused,
+                None,
+                args.runs,
+            )
         },
-    );
+    ) {
+        tuned.fused_block = Some(block);
+    }
 
     // Without key splits, which the register-blocked kernel does not have; a candidate that
     // cannot run (its workgroup memory) is skipped, not timed on the staged kernel.
-    let fused_direct = pick(
+    if let Some(invocations) = pick(
         "register-blocked fused kernel (invocations per workgroup; None: staged) — SDPA B1 H8 L256 d64",
         FUSED_DIRECT_CANDIDATES,
         |invocations| {
             let tuning = Tuning {
-                gemm,
-                softmax_wg,
-                softmax_whole_rows,
-                softmax_subgroups,
-                fused_block,
                 fused_direct: invocations,
                 fused_split_groups: 0,
-                ..base
+                ..tuned
             };
             let gpu = open(&probe, tuning)?;
             let prepared = prepare_sdpa(&gpu, [1, 8, 256, 256, 64], AttentionPath::Fused)?;
@@ -339,68 +313,35 @@ pub fn run(device: &DeviceArgs, args: &TuneArgs) -> Result<Outcome> {
             prepared.run()?;
             fastest(args.runs, || prepared.run())
         },
-    )
-    .unwrap_or(base.fused_direct);
+    ) {
+        tuned.fused_direct = invocations;
+    }
 
     // Key splits pay where a call has few query blocks: a decode step (the bench's preset).
-    let fused_split_groups = pick(
+    if let Some(target) = pick(
         "fused key splits (target workgroups; 0: never) — SDPA decode B1 H32 L1 S4096 d128",
         SPLIT_CANDIDATES,
         |target| {
             let tuning = Tuning {
-                gemm,
-                softmax_wg,
-                softmax_whole_rows,
-                softmax_subgroups,
-                fused_block,
-                fused_direct,
                 fused_split_groups: target,
-                ..base
+                ..tuned
             };
             let shape = [1, 32, 1, 4096, 128];
-            time_sdpa_shape(
-                &open(&probe, tuning)?,
-                shape,
-                AttentionPath::Fused,
-                None,
-                args.runs,
-            )
+            let gpu = open(&probe, tuning)?;
+            time_sdpa_shape(&gpu, shape, AttentionPath::Fused, None, args.runs)
         },
-    )
-    .unwrap_or(base.fused_split_groups);
+    ) {
+        tuned.fused_split_groups = target;
+    }
 
     // Which core Auto should run here: the tuned fused kernel against the tuned three passes.
-    let core = pick(
+    if let Some(core) = pick(
         "attention core for AttentionPath::Auto — SDPA B1 H8 L256 d64",
         [AttentionPath::Fused, AttentionPath::ThreePass],
-        |path| {
-            let tuning = Tuning {
-                gemm,
-                softmax_wg,
-                softmax_whole_rows,
-                softmax_subgroups,
-                fused_block,
-                prefer_fused: true,
-                fused_split_groups,
-                av,
-                direct,
-                fused_direct,
-            };
-            time_sdpa(&open(&probe, tuning)?, path, None, args.runs)
-        },
-    );
-    let tuned = Tuning {
-        gemm,
-        softmax_wg,
-        softmax_whole_rows,
-        softmax_subgroups,
-        fused_block,
-        prefer_fused: core != Some(AttentionPath::ThreePass),
-        fused_split_groups,
-        av,
-        direct,
-        fused_direct,
-    };
+        |path| time_sdpa(&open(&probe, tuned)?, path, None, args.runs),
+    ) {
+        tuned.prefer_fused = core == AttentionPath::Fused;
+    }
     println!(
         "\ntuned: {tuned:?} (in {:.1} s)",
         start.elapsed().as_secs_f64()
