@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use clap::Args;
-use wgpu_mha::kernels::fused::BLOCKS;
+use wgpu_mha::kernels::fused::{self, BLOCKS};
 use wgpu_mha::tuning::{self, DirectTiles, GemmTiles};
 use wgpu_mha::{
     AttentionPath, Gpu, MhaConfig, MhaOptions, MhaWeights, MultiHeadAttention, PreparedSdpa,
@@ -293,21 +293,34 @@ pub fn run(device: &DeviceArgs, args: &TuneArgs) -> Result<Outcome> {
         tuned.fused_block = Some(block);
     }
 
-    // Without key splits, which the register-blocked kernel does not have; a candidate that
-    // cannot run (its workgroup memory) is skipped, not timed on the staged kernel.
+    // The staged kernel as it runs (with the key splits so far); the register-blocked one
+    // without key splits, which it does not have. A workgroup that would not fit the
+    // device's workgroup memory (it would run smaller, under another candidate's name) is
+    // skipped.
     if let Some(invocations) = pick(
         "register-blocked fused kernel (invocations per workgroup; None: staged) — SDPA B1 H8 L256 d64",
         FUSED_DIRECT_CANDIDATES,
         |invocations| {
+            if let Some(n) = invocations {
+                let runs_with = fused::direct_workgroup(n, 64, 64, &probe.limits());
+                if runs_with != Some(n) {
+                    let why = format!("{n} invocations' output rows do not fit: {runs_with:?}");
+                    return Err(wgpu_mha::Error::Config(why));
+                }
+            }
             let tuning = Tuning {
                 fused_direct: invocations,
-                fused_split_groups: 0,
+                fused_split_groups: if invocations.is_some() {
+                    0
+                } else {
+                    tuned.fused_split_groups
+                },
                 ..tuned
             };
             let gpu = open(&probe, tuning)?;
             let prepared = prepare_sdpa(&gpu, [1, 8, 256, 256, 64], AttentionPath::Fused)?;
             if prepared.register_blocked_fused() != invocations.is_some() {
-                let why = "its workgroup memory does not fit this device";
+                let why = "the call did not run the kernel measured";
                 return Err(wgpu_mha::Error::Config(why.into()));
             }
             prepared.run()?;

@@ -127,6 +127,18 @@ impl Split {
     }
 }
 
+/// Invocations per workgroup the register-blocked fused kernel runs with when the tuning
+/// asks for at most `invocations`, for head sizes `d`, `dv` on a device with `limits`
+/// (`None`: it cannot run them, and the staged kernel does).
+pub fn direct_workgroup(
+    invocations: u32,
+    d: usize,
+    dv: usize,
+    limits: &wgpu::Limits,
+) -> Option<u32> {
+    Variant::direct(invocations, d, dv, limits).map(|v| v.wg_y)
+}
+
 /// Loop iterations of `fused_direct.wgsl` per block of 8 keys and walk: the dot products
 /// (d/4), the masks (4 rows × 4), the values (dv/4) and the block's own.
 fn direct_block_iterations(d4: u64, dv4: u64) -> u64 {
