@@ -136,6 +136,11 @@ impl Gpu {
 
     /// Opens an adapter chosen by `options`, with the adapter's own limits.
     pub fn with_options(options: &GpuOptions) -> Result<Self> {
+        // One opening at a time in a process: creating instances and devices from several
+        // threads at once is where some drivers race (reported for NVIDIA's on Linux), and
+        // an opening is rare and short next to what the device then runs.
+        static OPENING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one_at_a_time = OPENING.lock().unwrap_or_else(|e| e.into_inner());
         // The primary backends (Vulkan, Metal, DX12) run compute; GL is only used when asked for.
         let backends = options.backends.unwrap_or(wgpu::Backends::PRIMARY);
         let (adapter, reason) =

@@ -9,17 +9,19 @@ use common::*;
 use rand::rngs::StdRng;
 use wgpu_mha::*;
 
-/// A device whose fused kernel splits keys whenever a call has at least 4 key blocks.
+/// The test device with a tuning whose fused kernel splits keys whenever a call has at
+/// least 4 key blocks (sharing the device: no test opens one of its own).
 fn splitting_gpu() -> Gpu {
+    with_split_groups(1 << 16)
+}
+
+fn with_split_groups(target: u32) -> Gpu {
+    let gpu = gpu();
     let tuning = Tuning {
-        fused_split_groups: 1 << 16,
-        ..gpu().tuning()
+        fused_split_groups: target,
+        ..gpu.tuning()
     };
-    Gpu::with_options(&GpuOptions {
-        tuning: Some(tuning),
-        ..GpuOptions::from_env()
-    })
-    .expect("adapter (install mesa-vulkan-drivers)")
+    gpu.with_tuning(tuning).expect("the tuning builds")
 }
 
 /// Runs SDPA fused with split keys (asserting that it split), poisoned output; returns the
@@ -245,14 +247,7 @@ fn split_count_follows_the_tuning() {
     let (q1, k, v) = qkv(&mut rng, 1, (4, 4), (1, 1024), (64, 64));
     let q64 = random(&mut rng, &[1, 4, 64, 64], 1.0);
     let splits = |target: u32, q: &Tensor| {
-        let gpu = Gpu::with_options(&GpuOptions {
-            tuning: Some(Tuning {
-                fused_split_groups: target,
-                ..gpu().tuning()
-            }),
-            ..GpuOptions::from_env()
-        })
-        .unwrap();
+        let gpu = with_split_groups(target);
         let opts = SdpaOptions {
             path: AttentionPath::Fused,
             ..Default::default()
