@@ -70,10 +70,16 @@ struct Fold {
     bad: bool,
 }
 
-// Folds four scores into (m, s, bad) with one rescale; -inf scores add nothing, and nothing
-// changes while every score so far is -inf.
-fn fold_chunk(m: f32, s: f32, bad: bool, x: vec4<f32>) -> Fold {
-    let poisoned = bad || any(poisons4(x));
+// Folds the four scores at keys first..first + 4 of a row into its running fold with one
+// rescale. Keys at or past `visible` count as -inf (the last chunk's: QKᵀ writes them as
+// -inf too, but a row's limit is the softmax's to keep); -inf scores add nothing, and
+// nothing changes while every score so far is -inf.
+fn fold_chunk(f: Fold, chunk: vec4<f32>, first: u32, visible: u32) -> Fold {
+    let keys = vec4<u32>(first) + vec4<u32>(0u, 1u, 2u, 3u);
+    let x = select(vec4<f32>(neg_inf()), chunk, keys < vec4<u32>(visible));
+    let m = f.max;
+    let s = f.sum;
+    let poisoned = f.bad || any(poisons4(x));
     let new_max = max(m, max(max(x.x, x.y), max(x.z, x.w)));
     if is_neg_inf(new_max) {
         return Fold(m, s, poisoned);

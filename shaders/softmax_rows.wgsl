@@ -25,22 +25,13 @@ fn main(
     let limits = row_limits(row);
     let visible = limits.x;
     let written = limits.y;
-    let lane = vec4<u32>(0u, 1u, 2u, 3u);
 
-    var m = neg_inf();
-    var s = 0.0;
-    var bad = false;
+    var fold = Fold(neg_inf(), 0.0, false);
     for (var i = 0u; 4u * i < visible; i++) {
-        // Keys past the visible ones (in the last chunk) count as -inf: nothing (as in
-        // softmax_vec4.wgsl).
-        let x = select(vec4<f32>(neg_inf()), scores[base + i], 4u * i + lane < vec4<u32>(visible));
-        let folded = fold_chunk(m, s, bad, x);
-        m = folded.max;
-        s = folded.sum;
-        bad = folded.bad;
+        fold = fold_chunk(fold, scores[base + i], 4u * i, visible);
     }
-    let inv_sum = 1.0 / s;
+    let inv_sum = 1.0 / fold.sum;
     for (var i = 0u; 4u * i < written; i++) {
-        scores[base + i] = chunk_probs(m, inv_sum, bad, scores[base + i], 4u * i, visible);
+        scores[base + i] = chunk_probs(fold.max, inv_sum, fold.bad, scores[base + i], 4u * i, visible);
     }
 }

@@ -21,23 +21,14 @@ fn main(
     let limits = row_limits(row);
     let visible = limits.x;
     let written = limits.y;
-    let lane = vec4<u32>(0u, 1u, 2u, 3u);
 
-    var m = neg_inf();
-    var s = 0.0;
-    var bad = false;
+    var fold = Fold(neg_inf(), 0.0, false);
     if in_range {
         for (var i = t; 4u * i < visible; i += WG) {
-            // Keys past the visible ones (in the last chunk) count as -inf: nothing. (QKᵀ
-            // writes them as -inf too, but a row's limit is this kernel's to keep.)
-            let x = select(vec4<f32>(neg_inf()), scores[base + i], 4u * i + lane < vec4<u32>(visible));
-            let folded = fold_chunk(m, s, bad, x);
-            m = folded.max;
-            s = folded.sum;
-            bad = folded.bad;
+            fold = fold_chunk(fold, scores[base + i], 4u * i, visible);
         }
     }
-    let stats = reduce_row(t, m, s, bad);
+    let stats = reduce_row(t, fold.max, fold.sum, fold.bad);
     if in_range {
         for (var i = t; 4u * i < written; i += WG) {
             scores[base + i] = chunk_probs(stats.max, stats.inv_sum, stats.bad, scores[base + i], 4u * i, visible);
