@@ -12,10 +12,15 @@
 //
 // Needs what vec4 loads need: keys, a value head size, and offsets and strides of V that
 // are multiples of 4 (the crate falls back to av.wgsl otherwise). Same parameters as
-// av.wgsl (av_params.wgsl); heads.wgsl maps z to (batch, head).
+// av.wgsl (av_params.wgsl); heads.wgsl maps z to (batch, head); direct_entry.wgsl or
+// direct_subgroup.wgsl is the entry point and supplies the rows of probabilities (rows4).
 
 @group(0) @binding(1) var<storage, read> probs: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> v: array<vec4<Elem>>;
+
+fn load_a4(i: u32) -> vec4<f32> {
+    return probs[i];
+}
 
 override WG_X: u32 = 8u; // invocations along the output columns
 override WG_Y: u32 = 8u; // invocations along the query rows
@@ -28,12 +33,14 @@ fn weigh(acc: vec4<f32>, a: vec4<f32>, b0: vec4<f32>, b1: vec4<f32>, b2: vec4<f3
     return fma(vec4<f32>(a.w), b3, fma(vec4<f32>(a.z), b2, fma(vec4<f32>(a.y), b1, fma(vec4<f32>(a.x), b0, acc))));
 }
 
-@compute @workgroup_size(WG_X, WG_Y, 1)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+// One invocation's 4 × 8 block of O (direct_entry.wgsl or direct_subgroup.wgsl call it).
+fn block(wg: vec3<u32>, lid: vec2<u32>) {
     let z = wg.z;
     let m0 = (wg.y * WG_Y + lid.y) * TM;
     let j0 = (wg.x * WG_X + lid.x) * TN;
-    if m0 >= p.rows || j0 >= p.cols {
+    // The group of invocations that share these rows returns together (see
+    // direct_subgroup.wgsl); an invocation whose columns are past the end stores nothing.
+    if m0 >= p.rows || wg.x * WG_X * TN >= p.cols {
         return;
     }
     // Under a causal mask the block's rows see no key past its last row's limit: their
@@ -48,10 +55,12 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     // Indices in vec4s. Rows and columns past the end read the last one; they are not stored.
     let row = p.depth / 4u;
     let last_m = p.rows - 1u;
-    let pi0 = (z * p.rows + min(m0, last_m)) * row;
-    let pi1 = (z * p.rows + min(m0 + 1u, last_m)) * row;
-    let pi2 = (z * p.rows + min(m0 + 2u, last_m)) * row;
-    let pi3 = (z * p.rows + min(m0 + 3u, last_m)) * row;
+    let pi = vec4<u32>(
+        (z * p.rows + min(m0, last_m)) * row,
+        (z * p.rows + min(m0 + 1u, last_m)) * row,
+        (z * p.rows + min(m0 + 2u, last_m)) * row,
+        (z * p.rows + min(m0 + 3u, last_m)) * row,
+    );
     let v_row = p.v_stride_s / 4u;
     let v_base = (p.v_offset + hd.batch * p.v_stride_b + hd.head_kv * p.v_stride_h) / 4u;
     let last_c = p.cols / 4u - 1u;
@@ -62,10 +71,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     // registers.
     var acc: array<vec4<f32>, 8>;
     for (var t = 0u; t < steps; t++) {
-        let a0 = probs[pi0 + t];
-        let a1 = probs[pi1 + t];
-        let a2 = probs[pi2 + t];
-        let a3 = probs[pi3 + t];
+        let a = rows4(pi, t);
         let s = 4u * t * v_row;
         let b00 = vec4<f32>(v[vc0 + s]);
         let b01 = vec4<f32>(v[vc1 + s]);
@@ -75,14 +81,14 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         let b21 = vec4<f32>(v[vc1 + s + 2u * v_row]);
         let b30 = vec4<f32>(v[vc0 + s + 3u * v_row]);
         let b31 = vec4<f32>(v[vc1 + s + 3u * v_row]);
-        acc[0] = weigh(acc[0], a0, b00, b10, b20, b30);
-        acc[1] = weigh(acc[1], a0, b01, b11, b21, b31);
-        acc[2] = weigh(acc[2], a1, b00, b10, b20, b30);
-        acc[3] = weigh(acc[3], a1, b01, b11, b21, b31);
-        acc[4] = weigh(acc[4], a2, b00, b10, b20, b30);
-        acc[5] = weigh(acc[5], a2, b01, b11, b21, b31);
-        acc[6] = weigh(acc[6], a3, b00, b10, b20, b30);
-        acc[7] = weigh(acc[7], a3, b01, b11, b21, b31);
+        acc[0] = weigh(acc[0], a[0], b00, b10, b20, b30);
+        acc[1] = weigh(acc[1], a[0], b01, b11, b21, b31);
+        acc[2] = weigh(acc[2], a[1], b00, b10, b20, b30);
+        acc[3] = weigh(acc[3], a[1], b01, b11, b21, b31);
+        acc[4] = weigh(acc[4], a[2], b00, b10, b20, b30);
+        acc[5] = weigh(acc[5], a[2], b01, b11, b21, b31);
+        acc[6] = weigh(acc[6], a[3], b00, b10, b20, b30);
+        acc[7] = weigh(acc[7], a[3], b01, b11, b21, b31);
     }
 
     // Constant indices only: an index computed at run time would move acc out of registers
@@ -105,10 +111,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
             let i = s % 4u;
             let b0 = vec4<f32>(v[vc0 + s * v_row]);
             let b1 = vec4<f32>(v[vc1 + s * v_row]);
-            let a0 = probs[pi0 + t][i];
-            let a1 = probs[pi1 + t][i];
-            let a2 = probs[pi2 + t][i];
-            let a3 = probs[pi3 + t][i];
+            let a0 = probs[pi.x + t][i];
+            let a1 = probs[pi.y + t][i];
+            let a2 = probs[pi.z + t][i];
+            let a3 = probs[pi.w + t][i];
             acc[0] = fma_unless_zero(a0, b0, acc[0]);
             acc[1] = fma_unless_zero(a0, b1, acc[1]);
             acc[2] = fma_unless_zero(a1, b0, acc[2]);

@@ -1,8 +1,11 @@
 // Shared by the register-blocked products whose operands both run along the depth:
-// qk_direct.wgsl (Q·Kᵀ) and linear_direct.wgsl (X·Wᵀ). The kernel that includes this file
-// supplies its loads:
-//   fn load_a4(i: u32) -> vec4<f32>   vec4 i of A (its rows: queries, or inputs)
-//   fn load_b4(i: u32) -> vec4<f32>   vec4 i of B (its rows: keys, or weight rows)
+// qk_direct.wgsl (Q·Kᵀ), linear_direct.wgsl (X·Wᵀ) and fused_direct.wgsl (its scores). The
+// kernel that includes this file supplies its loads of B and the rows of A:
+//   fn load_b4(i: u32) -> vec4<f32>                      vec4 i of B (keys, or weight rows)
+//   fn rows4(rows: vec4<u32>, t: u32) -> array<vec4<f32>, 4>
+//                                                        vec4 t of 4 rows of A (queries, or
+//                                                        inputs): rows_own.wgsl or
+//                                                        direct_subgroup.wgsl
 
 // acc + (a·b0, a·b1, a·b2, a·b3), as chains of fma in component order.
 fn dots(acc: vec4<f32>, a: vec4<f32>, b0: vec4<f32>, b1: vec4<f32>, b2: vec4<f32>, b3: vec4<f32>) -> vec4<f32> {
@@ -23,10 +26,12 @@ fn dot_block(
     b_base: u32, b_row: u32, n0: u32, last_n: u32,
     steps: u32,
 ) -> array<vec4<f32>, 8> {
-    let ai0 = a_base + min(m0, last_m) * a_row;
-    let ai1 = a_base + min(m0 + 1u, last_m) * a_row;
-    let ai2 = a_base + min(m0 + 2u, last_m) * a_row;
-    let ai3 = a_base + min(m0 + 3u, last_m) * a_row;
+    let ai = vec4<u32>(
+        a_base + min(m0, last_m) * a_row,
+        a_base + min(m0 + 1u, last_m) * a_row,
+        a_base + min(m0 + 2u, last_m) * a_row,
+        a_base + min(m0 + 3u, last_m) * a_row,
+    );
     let bi0 = b_base + min(n0, last_n) * b_row;
     let bi1 = b_base + min(n0 + 1u, last_n) * b_row;
     let bi2 = b_base + min(n0 + 2u, last_n) * b_row;
@@ -37,10 +42,7 @@ fn dot_block(
     let bi7 = b_base + min(n0 + 7u, last_n) * b_row;
     var acc: array<vec4<f32>, 8>;
     for (var t = 0u; t < steps; t++) {
-        let a0 = load_a4(ai0 + t);
-        let a1 = load_a4(ai1 + t);
-        let a2 = load_a4(ai2 + t);
-        let a3 = load_a4(ai3 + t);
+        let a = rows4(ai, t);
         let b0 = load_b4(bi0 + t);
         let b1 = load_b4(bi1 + t);
         let b2 = load_b4(bi2 + t);
@@ -49,14 +51,14 @@ fn dot_block(
         let b5 = load_b4(bi5 + t);
         let b6 = load_b4(bi6 + t);
         let b7 = load_b4(bi7 + t);
-        acc[0] = dots(acc[0], a0, b0, b1, b2, b3);
-        acc[1] = dots(acc[1], a0, b4, b5, b6, b7);
-        acc[2] = dots(acc[2], a1, b0, b1, b2, b3);
-        acc[3] = dots(acc[3], a1, b4, b5, b6, b7);
-        acc[4] = dots(acc[4], a2, b0, b1, b2, b3);
-        acc[5] = dots(acc[5], a2, b4, b5, b6, b7);
-        acc[6] = dots(acc[6], a3, b0, b1, b2, b3);
-        acc[7] = dots(acc[7], a3, b4, b5, b6, b7);
+        acc[0] = dots(acc[0], a[0], b0, b1, b2, b3);
+        acc[1] = dots(acc[1], a[0], b4, b5, b6, b7);
+        acc[2] = dots(acc[2], a[1], b0, b1, b2, b3);
+        acc[3] = dots(acc[3], a[1], b4, b5, b6, b7);
+        acc[4] = dots(acc[4], a[2], b0, b1, b2, b3);
+        acc[5] = dots(acc[5], a[2], b4, b5, b6, b7);
+        acc[6] = dots(acc[6], a[3], b0, b1, b2, b3);
+        acc[7] = dots(acc[7], a[3], b4, b5, b6, b7);
     }
     return acc;
 }

@@ -8,7 +8,8 @@
 // Needs what vec4 loads need: a head size, offsets and strides of Q and K that are
 // multiples of 4 (the crate falls back to qk.wgsl otherwise). Same parameters, masks and
 // causal limit as qk.wgsl (qk_params.wgsl, masks.wgsl); heads.wgsl maps z to (batch, head);
-// dot_block.wgsl computes the block.
+// dot_block.wgsl computes the block; direct_entry.wgsl or direct_subgroup.wgsl is the entry
+// point and supplies the rows of Q (rows4).
 
 @group(0) @binding(1) var<storage, read> q: array<vec4<Elem>>;
 @group(0) @binding(2) var<storage, read> k: array<vec4<Elem>>;
@@ -27,18 +28,23 @@ override WG_Y: u32 = 8u; // invocations along the query rows
 const TM: u32 = 4u; // query rows per invocation
 const TN: u32 = 8u; // keys per invocation
 
-@compute @workgroup_size(WG_X, WG_Y, 1)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+// One invocation's 4 × 8 block of scores (direct_entry.wgsl or direct_subgroup.wgsl call it).
+fn block(wg: vec3<u32>, lid: vec2<u32>) {
     let z = wg.z;
     let m0 = (wg.y * WG_Y + lid.y) * TM;
     let n0 = (wg.x * WG_X + lid.x) * TN;
-    if m0 >= p.rows || n0 >= p.cols {
+    // The group of invocations that share these rows returns together (see
+    // direct_subgroup.wgsl): where its rows or its first key are past the end, or where
+    // its first key lies past the causal limit of the block's last row, so every key of
+    // the group does. Keys wholly past that limit are not written: softmax.wgsl reads no
+    // score past a row's limit.
+    let group_n0 = wg.x * WG_X * TN;
+    if m0 >= p.rows || group_n0 >= p.cols {
         return;
     }
-    // Keys wholly past the causal limit of the block's last row are neither computed nor
-    // written: softmax.wgsl reads no score past a row's limit.
     let last_row = p.row0 + min(m0 + TM, p.rows) - 1u;
-    if (p.flags & 4u) != 0u && i32(n0) > i32(last_row) + p.causal_offset {
+    let causal = (p.flags & 4u) != 0u;
+    if causal && i32(group_n0) > i32(last_row) + p.causal_offset {
         return;
     }
     let hd = head_of(z, p.batch0, p.heads_q, p.group);
@@ -53,6 +59,11 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         p.depth / 4u,
     );
 
+    // This invocation's own keys may all lie past the limit, or past the end (store_row
+    // stores none of those).
+    if causal && i32(n0) > i32(last_row) + p.causal_offset {
+        return;
+    }
     // Constant indices only: an index computed at run time would move acc out of registers
     // for the whole kernel.
     store_row(z, m0, n0, acc[0], acc[1]);

@@ -336,6 +336,12 @@ impl Gpu {
         self.inner.kernels.tuning
     }
 
+    /// Whether the register-blocked kernels share rows through subgroup operations here:
+    /// the tuning asks for them (`Tuning::direct_subgroups`) and the device's subgroups fit.
+    pub fn direct_subgroups(&self) -> bool {
+        self.inner.kernels.direct_subgroups()
+    }
+
     /// Where [`Gpu::tuning`] came from: the caller, the tuning cache, or the defaults.
     pub fn tuning_source(&self) -> &'static str {
         self.inner.tuning_source

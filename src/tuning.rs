@@ -134,6 +134,12 @@ pub struct Tuning {
     /// layout: the staged kernels (`gemm_tile.wgsl`).
     #[serde(default)]
     pub direct: Option<DirectTiles>,
+    /// The register-blocked QKᵀ, P·V and linear kernels share each group's rows through
+    /// subgroup operations (`direct_subgroup.wgsl`: one lane loads, the subgroup
+    /// broadcasts) where the device has them and its subgroups are exactly `direct.wg_x`
+    /// invocations wide (lavapipe: 8); elsewhere each invocation loads its own rows.
+    #[serde(default)]
+    pub direct_subgroups: bool,
     /// The fused path register-blocked (`fused_direct.wgsl`: 4 query rows per invocation,
     /// scores in registers, its output rows in its own part of workgroup memory, no
     /// barriers) with at most this many invocations per workgroup — halved while their
@@ -181,6 +187,8 @@ impl Default for Tuning {
             }),
             // bert-base on lavapipe: QKᵀ 25 ms against 45 staged, P·V 20 against 35.
             direct: Some(DirectTiles { wg_x: 8, wg_y: 8 }),
+            // bert-base on lavapipe: the linear layer 1.25× faster, P·V 1.2×, QKᵀ 1.1×.
+            direct_subgroups: true,
             fused_direct: Some(FUSED_DIRECT_CPU),
         }
     }
@@ -230,6 +238,8 @@ impl Tuning {
             } else {
                 Some(DirectTiles { wg_x: 4, wg_y: 8 })
             },
+            // Not measured on a GPU, where 4 invocations share rows and subgroups are wider.
+            direct_subgroups: cpu,
             fused_direct: if cpu { Some(FUSED_DIRECT_CPU) } else { None },
             ..Self::default()
         }
@@ -282,7 +292,7 @@ impl Tuning {
 
 /// Version of what a cached tuning holds: entries of an older format are not read (a field
 /// they lack would otherwise take a value no measurement chose).
-const CACHE_FORMAT: u32 = 4;
+const CACHE_FORMAT: u32 = 5;
 
 /// The key of an adapter in the cache: name, backend, driver, driver info, crate version,
 /// cache format.

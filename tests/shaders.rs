@@ -35,7 +35,11 @@ fn validate(name: &str, source: &str) -> naga::Module {
         capabilities |= Capabilities::SHADER_FLOAT16;
     }
     // Subgroup operations only in the kernels the crate builds where the device has them.
-    if name.ends_with("_subgroup") {
+    if name
+        .split_whitespace()
+        .next()
+        .is_some_and(|n| n.ends_with("_subgroup"))
+    {
         capabilities |= Capabilities::SUBGROUP;
     }
     Validator::new(ValidationFlags::all(), capabilities)
@@ -74,7 +78,12 @@ fn tile_sizes_are_override_constants() {
             .collect();
         let expected: &[&str] = match name {
             "linear" | "qk" | "av" => &["WG_X", "WG_Y", "BK"],
-            "linear_direct" | "qk_direct" | "av_direct" => &["WG_X", "WG_Y"],
+            "linear_direct"
+            | "qk_direct"
+            | "av_direct"
+            | "linear_direct_subgroup"
+            | "qk_direct_subgroup"
+            | "av_direct_subgroup" => &["WG_X", "WG_Y"],
             "softmax"
             | "softmax_vec4"
             | "softmax_rows"

@@ -23,6 +23,9 @@ fn tunings() -> Vec<Tuning> {
             fused_split_groups: 1 << 16,
             av: Some(gemm(8, 4, 16)),
             direct: Some(DirectTiles { wg_x: 4, wg_y: 2 }),
+            // Asked for, but 4 invocations share rows: no device's subgroups are that
+            // narrow on the adapters at hand, so each reads its own.
+            direct_subgroups: true,
             fused_direct: Some(8),
         },
         Tuning {
@@ -35,6 +38,7 @@ fn tunings() -> Vec<Tuning> {
             fused_split_groups: 0,
             av: None,
             direct: None,
+            direct_subgroups: false,
             fused_direct: None,
         },
         Tuning {
@@ -48,7 +52,20 @@ fn tunings() -> Vec<Tuning> {
             fused_split_groups: 256,
             av: Some(gemm(4, 8, 32)),
             direct: Some(DirectTiles { wg_x: 16, wg_y: 4 }),
+            direct_subgroups: false,
             fused_direct: Some(64),
+        },
+        // The register-blocked kernels at the CPU shape, each invocation reading its own
+        // rows (the path without subgroup operations), and sharing them through subgroups
+        // with another number of groups per workgroup.
+        Tuning {
+            direct_subgroups: false,
+            ..base
+        },
+        Tuning {
+            direct: Some(DirectTiles { wg_x: 8, wg_y: 3 }),
+            direct_subgroups: true,
+            ..base
         },
         Tuning {
             fused_block: Some((32, 32)),
@@ -88,6 +105,9 @@ fn every_tuning_gives_the_reference_result() {
         .unwrap_or_else(|e| panic!("{tuning:?}: {e} (install mesa-vulkan-drivers if no adapter)"));
         assert_eq!(gpu.tuning(), tuning);
         assert_eq!(gpu.tuning_source(), "given by the caller");
+        if !tuning.direct_subgroups {
+            assert!(!gpu.direct_subgroups(), "{tuning:?}");
+        }
         let mha = MultiHeadAttention::new(&gpu, config, &weights).unwrap();
         for ((kv, mask), (path, need_weights)) in inputs.iter().flat_map(|input| {
             [

@@ -923,6 +923,14 @@ pub fn open(device: &DeviceArgs) -> Result<Gpu> {
         gpu.tuning_source(),
         gpu.tuning()
     );
+    if gpu.tuning().direct_subgroups {
+        let state = if gpu.direct_subgroups() {
+            "on"
+        } else {
+            "off (the device's subgroups do not match direct.wg_x)"
+        };
+        println!("register-blocked rows shared through subgroups: {state}");
+    }
     Ok(gpu)
 }
 

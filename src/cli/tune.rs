@@ -272,6 +272,30 @@ pub fn run(device: &DeviceArgs, args: &TuneArgs) -> Result<Outcome> {
         tuned.direct = shape.map(|(wg_x, wg_y)| DirectTiles { wg_x, wg_y });
     }
 
+    // Only where the winner's groups of rows are one subgroup of this device.
+    if tuned.direct.is_some()
+        && let Some(subgroups) = pick(
+            "register-blocked rows shared through subgroups — three-pass SDPA B1 H8 L256 d64",
+            [false, true],
+            |subgroups| {
+                let gpu = open(
+                    &probe,
+                    Tuning {
+                        direct_subgroups: subgroups,
+                        ..tuned
+                    },
+                )?;
+                if gpu.direct_subgroups() != subgroups {
+                    let why = "the device's subgroups are not direct.wg_x invocations wide";
+                    return Err(wgpu_mha::Error::Config(why.into()));
+                }
+                time_sdpa(&gpu, AttentionPath::ThreePass, None, args.runs)
+            },
+        )
+    {
+        tuned.direct_subgroups = subgroups;
+    }
+
     // The staged fused kernel's block, measured with the register-blocked one off.
     if let Some(block) = pick(
         "fused block (query rows, keys) — SDPA B1 H8 L256 d64",

@@ -27,6 +27,9 @@ mod source {
     pub const FLOAT: &str = include_str!("../../shaders/float.wgsl");
     pub const GEMM_TILE: &str = include_str!("../../shaders/gemm_tile.wgsl");
     pub const DOT_BLOCK: &str = include_str!("../../shaders/dot_block.wgsl");
+    pub const ROWS_OWN: &str = include_str!("../../shaders/rows_own.wgsl");
+    pub const DIRECT_ENTRY: &str = include_str!("../../shaders/direct_entry.wgsl");
+    pub const DIRECT_SUBGROUP: &str = include_str!("../../shaders/direct_subgroup.wgsl");
     pub const HEADS: &str = include_str!("../../shaders/heads.wgsl");
     pub const MASKS: &str = include_str!("../../shaders/masks.wgsl");
     pub const LINEAR_PARAMS: &str = include_str!("../../shaders/linear_params.wgsl");
@@ -101,13 +104,16 @@ impl Storage {
 }
 
 /// The kernels whose operands have a storage type.
-pub const STORED_KERNELS: [&str; 9] = [
+pub const STORED_KERNELS: [&str; 12] = [
     "linear",
     "linear_direct",
+    "linear_direct_subgroup",
     "qk",
     "qk_direct",
+    "qk_direct_subgroup",
     "av",
     "av_direct",
+    "av_direct_subgroup",
     "fused",
     "fused_direct",
     "fused_combine",
@@ -115,12 +121,13 @@ pub const STORED_KERNELS: [&str; 9] = [
 
 /// The complete WGSL source of shader `name` (one of [`SHADER_NAMES`]: the kernels of
 /// [`KERNEL_NAMES`], and their variants, which run under those names — `fused_direct` and
-/// `fused_combine` as `fused`; `linear_direct`, `qk_direct` and `av_direct` as `linear`,
-/// `qk` and `av`; `softmax_vec4`, `softmax_rows` and the `_subgroup` merges as `softmax`)
+/// `fused_combine` as `fused`; `linear_direct`, `qk_direct`, `av_direct` and their
+/// `_subgroup` variants as `linear`, `qk` and `av`; `softmax_vec4`, `softmax_rows` and the `_subgroup` merges as `softmax`)
 /// as handed to the device; `storage` applies to the kernels of [`STORED_KERNELS`] and is
 /// ignored by the rest.
 pub fn shader_source(name: &str, storage: Storage) -> Option<String> {
     let prelude = storage.prelude();
+    let [rows, entry] = direct_entry(name);
     Some(match name {
         "linear" => [
             prelude,
@@ -130,12 +137,14 @@ pub fn shader_source(name: &str, storage: Storage) -> Option<String> {
             source::LINEAR,
         ]
         .concat(),
-        "linear_direct" => [
+        "linear_direct" | "linear_direct_subgroup" => [
             prelude,
             source::FLOAT,
             source::DOT_BLOCK,
             source::LINEAR_PARAMS,
             source::LINEAR_DIRECT,
+            rows,
+            entry,
         ]
         .concat(),
         "qk" => [
@@ -148,7 +157,7 @@ pub fn shader_source(name: &str, storage: Storage) -> Option<String> {
             source::QK,
         ]
         .concat(),
-        "qk_direct" => [
+        "qk_direct" | "qk_direct_subgroup" => [
             prelude,
             source::FLOAT,
             source::DOT_BLOCK,
@@ -156,6 +165,8 @@ pub fn shader_source(name: &str, storage: Storage) -> Option<String> {
             source::QK_PARAMS,
             source::MASKS,
             source::QK_DIRECT,
+            rows,
+            entry,
         ]
         .concat(),
         "av" => [
@@ -167,12 +178,14 @@ pub fn shader_source(name: &str, storage: Storage) -> Option<String> {
             source::AV,
         ]
         .concat(),
-        "av_direct" => [
+        "av_direct" | "av_direct_subgroup" => [
             prelude,
             source::FLOAT,
             source::HEADS,
             source::AV_PARAMS,
             source::AV_DIRECT,
+            rows,
+            entry,
         ]
         .concat(),
         // A workgroup per row: its merge through workgroup memory, or with subgroup
@@ -205,6 +218,7 @@ pub fn shader_source(name: &str, storage: Storage) -> Option<String> {
             prelude,
             source::FLOAT,
             source::DOT_BLOCK,
+            source::ROWS_OWN,
             source::HEADS,
             source::MASKS,
             source::FUSED_PARAMS,
@@ -216,14 +230,27 @@ pub fn shader_source(name: &str, storage: Storage) -> Option<String> {
     })
 }
 
+/// The entry point of register-blocked kernel `name`, with the reads of its rows: a lane
+/// that reads its own, or (`_subgroup`) a subgroup that shares them.
+fn direct_entry(name: &str) -> [&'static str; 2] {
+    if name.ends_with("_subgroup") {
+        [source::DIRECT_SUBGROUP, ""]
+    } else {
+        [source::ROWS_OWN, source::DIRECT_ENTRY]
+    }
+}
+
 /// Every shader the crate builds pipelines from, by [`shader_source`] name.
-pub const SHADER_NAMES: [&str; 15] = [
+pub const SHADER_NAMES: [&str; 18] = [
     "linear",
     "linear_direct",
+    "linear_direct_subgroup",
     "qk",
     "qk_direct",
+    "qk_direct_subgroup",
     "av",
     "av_direct",
+    "av_direct_subgroup",
     "softmax",
     "softmax_subgroup",
     "softmax_vec4",
@@ -494,7 +521,24 @@ impl MatmulSet {
 /// The register-blocked kernels (`Tuning::direct`) and their workgroup shape.
 pub(crate) struct DirectMatmuls {
     pub tiles: DirectTiles,
+    /// The invocations that share rows share their loads through subgroup operations.
+    pub subgroups: bool,
     pub kernels: MatmulSet,
+}
+
+/// Whether the register-blocked kernels with `tiles` share rows through subgroup operations
+/// on `device`: where the tuning asks for it, the device has them, and its subgroups are
+/// exactly the `wg_x` invocations that share rows (`direct_subgroup.wgsl`).
+pub(crate) fn direct_subgroups(
+    device: &wgpu::Device,
+    tuning: &Tuning,
+    tiles: &DirectTiles,
+) -> bool {
+    let info = device.adapter_info();
+    tuning.direct_subgroups
+        && device.features().contains(wgpu::Features::SUBGROUP)
+        && info.subgroup_min_size == tiles.wg_x
+        && info.subgroup_max_size == tiles.wg_x
 }
 
 /// The matrix-product pipelines of one storage dtype: the staged ones, which serve every
@@ -513,9 +557,16 @@ impl Matmuls {
             staged: MatmulSet::build(device, dtype, "", [&gemm, &gemm, &av]),
             direct: tuning.direct.map(|tiles| {
                 let shape = [("WG_X", tiles.wg_x as f64), ("WG_Y", tiles.wg_y as f64)];
+                let subgroups = direct_subgroups(device, tuning, &tiles);
+                let suffix = if subgroups {
+                    "_direct_subgroup"
+                } else {
+                    "_direct"
+                };
                 DirectMatmuls {
                     tiles,
-                    kernels: MatmulSet::build(device, dtype, "_direct", [&shape; 3]),
+                    subgroups,
+                    kernels: MatmulSet::build(device, dtype, suffix, [&shape; 3]),
                 }
             }),
         }
@@ -609,6 +660,11 @@ impl Kernels {
             loop_cap: loop_cap(&device.adapter_info()),
             softmax_subgroups: subgroups,
         })
+    }
+
+    /// Whether the register-blocked kernels share rows through subgroup operations.
+    pub fn direct_subgroups(&self) -> bool {
+        self.f32.direct.as_ref().is_some_and(|d| d.subgroups)
     }
 
     /// The matrix-product pipelines for `dtype` storage (the device must grant it: checked by
