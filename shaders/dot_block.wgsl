@@ -1,11 +1,12 @@
 // Shared by the register-blocked products whose operands both run along the depth:
 // qk_direct.wgsl (Q·Kᵀ), linear_direct.wgsl (X·Wᵀ) and fused_direct.wgsl (its scores). The
-// kernel that includes this file supplies its loads of B and the rows of A:
-//   fn load_b4(i: u32) -> vec4<f32>                      vec4 i of B (keys, or weight rows)
+// kernel that includes this file supplies the reads of both operands:
 //   fn rows4(rows: vec4<u32>, t: u32) -> array<vec4<f32>, 4>
-//                                                        vec4 t of 4 rows of A (queries, or
-//                                                        inputs): rows_own.wgsl or
-//                                                        direct_subgroup.wgsl
+//       vec4 t of 4 rows of A (queries, or inputs): rows_own.wgsl, or direct_subgroup.wgsl
+//       where the lanes of a subgroup share their rows
+//   fn cols8(cols: array<u32, 8>, t: u32) -> array<vec4<f32>, 8>
+//       vec4 t of 8 rows of B (keys, or weight rows): cols_own.wgsl, or
+//       fused_subgroup.wgsl where the lanes of a subgroup share their keys
 
 // acc + (a·b0, a·b1, a·b2, a·b3), as chains of fma in component order.
 fn dots(acc: vec4<f32>, a: vec4<f32>, b0: vec4<f32>, b1: vec4<f32>, b2: vec4<f32>, b3: vec4<f32>) -> vec4<f32> {
@@ -32,33 +33,28 @@ fn dot_block(
         a_base + min(m0 + 2u, last_m) * a_row,
         a_base + min(m0 + 3u, last_m) * a_row,
     );
-    let bi0 = b_base + min(n0, last_n) * b_row;
-    let bi1 = b_base + min(n0 + 1u, last_n) * b_row;
-    let bi2 = b_base + min(n0 + 2u, last_n) * b_row;
-    let bi3 = b_base + min(n0 + 3u, last_n) * b_row;
-    let bi4 = b_base + min(n0 + 4u, last_n) * b_row;
-    let bi5 = b_base + min(n0 + 5u, last_n) * b_row;
-    let bi6 = b_base + min(n0 + 6u, last_n) * b_row;
-    let bi7 = b_base + min(n0 + 7u, last_n) * b_row;
+    let bi = array<u32, 8>(
+        b_base + min(n0, last_n) * b_row,
+        b_base + min(n0 + 1u, last_n) * b_row,
+        b_base + min(n0 + 2u, last_n) * b_row,
+        b_base + min(n0 + 3u, last_n) * b_row,
+        b_base + min(n0 + 4u, last_n) * b_row,
+        b_base + min(n0 + 5u, last_n) * b_row,
+        b_base + min(n0 + 6u, last_n) * b_row,
+        b_base + min(n0 + 7u, last_n) * b_row,
+    );
     var acc: array<vec4<f32>, 8>;
     for (var t = 0u; t < steps; t++) {
         let a = rows4(ai, t);
-        let b0 = load_b4(bi0 + t);
-        let b1 = load_b4(bi1 + t);
-        let b2 = load_b4(bi2 + t);
-        let b3 = load_b4(bi3 + t);
-        let b4 = load_b4(bi4 + t);
-        let b5 = load_b4(bi5 + t);
-        let b6 = load_b4(bi6 + t);
-        let b7 = load_b4(bi7 + t);
-        acc[0] = dots(acc[0], a[0], b0, b1, b2, b3);
-        acc[1] = dots(acc[1], a[0], b4, b5, b6, b7);
-        acc[2] = dots(acc[2], a[1], b0, b1, b2, b3);
-        acc[3] = dots(acc[3], a[1], b4, b5, b6, b7);
-        acc[4] = dots(acc[4], a[2], b0, b1, b2, b3);
-        acc[5] = dots(acc[5], a[2], b4, b5, b6, b7);
-        acc[6] = dots(acc[6], a[3], b0, b1, b2, b3);
-        acc[7] = dots(acc[7], a[3], b4, b5, b6, b7);
+        let b = cols8(bi, t);
+        acc[0] = dots(acc[0], a[0], b[0], b[1], b[2], b[3]);
+        acc[1] = dots(acc[1], a[0], b[4], b[5], b[6], b[7]);
+        acc[2] = dots(acc[2], a[1], b[0], b[1], b[2], b[3]);
+        acc[3] = dots(acc[3], a[1], b[4], b[5], b[6], b[7]);
+        acc[4] = dots(acc[4], a[2], b[0], b[1], b[2], b[3]);
+        acc[5] = dots(acc[5], a[2], b[4], b[5], b[6], b[7]);
+        acc[6] = dots(acc[6], a[3], b[0], b[1], b[2], b[3]);
+        acc[7] = dots(acc[7], a[3], b[4], b[5], b[6], b[7]);
     }
     return acc;
 }

@@ -26,9 +26,18 @@
 // the same result for its other rows. Rows that see no key are written as zeros, rows with
 // a NaN or +inf score as NaN, as fused.wgsl and the reference do.
 //
-// The storage prelude names `Elem` and `Out`; float.wgsl, dot_block.wgsl, heads.wgsl,
-// masks.wgsl and fused_params.wgsl (prepended) supply the float helpers, the block of dot
-// products, the heads, the masks and the parameters.
+// Every invocation of a workgroup walks the same keys, so each loads the same keys and
+// values. fused_subgroup.wgsl, where the device has subgroup operations, has one lane load
+// each of a block's 8 keys (and value rows) and the subgroup broadcast them; fused_own.wgsl
+// is the path where each invocation loads its own. Either supplies the entry point, the
+// reads of keys (cols8) and values (values8), and what makes the walk the same for every
+// lane of a subgroup: its end (walk_end: the latest of theirs; keys past a row's own causal
+// limit are masked there) and the decision to walk again (all_lanes).
+//
+// The storage prelude names `Elem` and `Out`; float.wgsl, dot_block.wgsl, rows_own.wgsl,
+// heads.wgsl, masks.wgsl and fused_params.wgsl (prepended) supply the float helpers, the
+// block of dot products and its reads of the queries, the heads, the masks and the
+// parameters.
 
 @group(0) @binding(1) var<storage, read> q: array<vec4<Elem>>;
 @group(0) @binding(2) var<storage, read> k: array<vec4<Elem>>;
@@ -148,16 +157,6 @@ fn value_rows(v_base: u32, v_row: u32, s0: u32) -> array<u32, 8> {
     );
 }
 
-// vec4 c of the 8 value rows starting at `rows`.
-fn values8(rows: array<u32, 8>, c: u32) -> array<vec4<f32>, 8> {
-    return array<vec4<f32>, 8>(
-        vec4<f32>(v[rows[0] + c]), vec4<f32>(v[rows[1] + c]),
-        vec4<f32>(v[rows[2] + c]), vec4<f32>(v[rows[3] + c]),
-        vec4<f32>(v[rows[4] + c]), vec4<f32>(v[rows[5] + c]),
-        vec4<f32>(v[rows[6] + c]), vec4<f32>(v[rows[7] + c]),
-    );
-}
-
 // start + Σ probs[c]·vs[c], key by key in order; `careful` leaves keys of probability 0
 // out (fma_unless_zero rounds as fma does).
 fn add_values(start: vec4<f32>, pr: Row8, vs: array<vec4<f32>, 8>, careful: bool) -> vec4<f32> {
@@ -181,14 +180,12 @@ fn add_values(start: vec4<f32>, pr: Row8, vs: array<vec4<f32>, 8>, careful: bool
     return fma(vec4<f32>(pr.hi.w), vs[7], a);
 }
 
-@compute @workgroup_size(WG, 1, 1)
-fn main(
-    @builtin(workgroup_id) wg: vec3<u32>,
-    @builtin(num_workgroups) groups: vec3<u32>,
-    @builtin(local_invocation_index) t: u32,
-) {
+// Invocation t of workgroup wg (fused_own.wgsl or fused_subgroup.wgsl call it).
+fn fused_block(wg: vec3<u32>, groups: vec3<u32>, t: u32) {
     let m0 = ((p.block0 + wg.x) * WG + t) * 4u;
-    if m0 >= p.rows {
+    // An invocation past the last row walks with its subgroup, on the last row, and
+    // writes nothing.
+    if all_lanes(m0 >= p.rows) {
         return;
     }
     let z = wg.z;
@@ -210,11 +207,13 @@ fn main(
     var open_end = p.cols;
     if (p.flags & 4u) != 0u {
         kv_end = u32(clamp(i32(last_row) + p.causal_offset + 1, 0, i32(p.cols)));
-        open_end = u32(clamp(i32(m0) + p.causal_offset + 1, 0, i32(p.cols)));
+        open_end = u32(clamp(i32(min(m0, last_row)) + p.causal_offset + 1, 0, i32(p.cols)));
     }
     if (p.flags & 3u) != 0u {
         open_end = 0u;
     }
+    // The subgroup walks to the latest end among its lanes.
+    kv_end = walk_end(kv_end);
     // Modes 3–5: this dispatch's run of keys (empty past the causal limit).
     var kv_begin = 0u;
     if p.mode >= 3u {
@@ -290,7 +289,7 @@ fn main(
                 finite = finite && all_finite(acc[(r * DV_VEC + c) * WG + t]);
             }
         }
-        if finite {
+        if all_lanes(finite) {
             break;
         }
     }

@@ -241,7 +241,11 @@ impl CorePlan {
                 .fused_direct
                 .filter(|_| vec4_views)
                 .and_then(|wg| fused::Variant::direct(wg, dims.head_dim, dims.head_dim_v, &limits))
-                .filter(|variant| split_count(variant) == 1);
+                .filter(|variant| split_count(variant) == 1)
+                .map(|variant| {
+                    let rows = dims.len_q >= fused::SHARED_ROWS;
+                    variant.sharing(kernels.fused_subgroups && rows)
+                });
             let variant = match direct {
                 Some(variant) => variant,
                 None => fused::Variant::for_dims(

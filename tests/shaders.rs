@@ -90,7 +90,7 @@ fn tile_sizes_are_override_constants() {
             | "softmax_subgroup"
             | "softmax_vec4_subgroup" => &["WG"],
             "fused" => &["WG_X", "D_VEC", "WG_Y", "BC", "KV_VEC"],
-            "fused_direct" => &["WG", "DV_VEC"],
+            "fused_direct" | "fused_direct_subgroup" => &["WG", "DV_VEC"],
             _ => &[],
         };
         assert_eq!(overrides, expected, "{name}");

@@ -152,6 +152,11 @@ fn direct_fixed_iterations(dv4: u64) -> u64 {
     4 * (4 * dv4 + 4) + 2
 }
 
+/// Query rows below which the register-blocked fused kernel reads its own keys and values:
+/// 8 lanes of 4 rows. With fewer, sharing makes idle lanes walk the keys beside the busy
+/// ones (a lavapipe decode step, 1 query row: 122 ms shared against 104 unshared).
+pub const SHARED_ROWS: usize = 32;
+
 /// The pipeline class of a problem: the override constants of `fused.wgsl`, or of
 /// `fused_direct.wgsl` (`direct`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -167,6 +172,9 @@ pub(crate) struct Variant {
     pub bc: u32,
     /// The register-blocked kernel: each invocation 4 query rows, keys 8 at a time.
     pub direct: bool,
+    /// The register-blocked kernel with its keys and values shared among the lanes of a
+    /// subgroup (`fused_subgroup.wgsl`).
+    pub subgroups: bool,
 }
 
 /// (query rows, keys) per workgroup, most reuse of each staged key first. More query rows
@@ -197,6 +205,7 @@ impl Variant {
             d_vec,
             bc,
             direct: false,
+            subgroups: false,
         })
     }
 
@@ -214,11 +223,22 @@ impl Variant {
             d_vec: ((dv / 4) as u32).next_power_of_two(),
             bc: 8,
             direct: true,
+            subgroups: false,
         };
         while variant.check(limits).is_err() && variant.wg_y > 4 {
             variant.wg_y /= 2;
         }
         variant.check(limits).is_ok().then_some(variant)
+    }
+
+    /// The register-blocked class with its keys and values shared through subgroups where
+    /// `subgroups` (the device has subgroup operations, at least 8 lanes wide) and its
+    /// workgroup has the 8 lanes that load them.
+    pub fn sharing(self, subgroups: bool) -> Self {
+        Self {
+            subgroups: subgroups && self.direct && self.wg_y >= 8,
+            ..self
+        }
     }
 
     /// Most keys one invocation may walk in one dispatch where the driver stops an
@@ -348,7 +368,12 @@ pub(crate) fn build_combine(device: &wgpu::Device, storage: Storage) -> Kernel {
 pub(crate) fn build(device: &wgpu::Device, variant: Variant, storage: Storage) -> Kernel {
     let (name, constants) = if variant.direct {
         let shape = [("WG", variant.wg_y), ("DV_VEC", variant.d_vec)];
-        ("fused_direct", shape.to_vec())
+        let name = if variant.subgroups {
+            "fused_direct_subgroup"
+        } else {
+            "fused_direct"
+        };
+        (name, shape.to_vec())
     } else {
         let shape = [
             ("WG_X", variant.wg_x),

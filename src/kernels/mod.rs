@@ -28,6 +28,7 @@ mod source {
     pub const GEMM_TILE: &str = include_str!("../../shaders/gemm_tile.wgsl");
     pub const DOT_BLOCK: &str = include_str!("../../shaders/dot_block.wgsl");
     pub const ROWS_OWN: &str = include_str!("../../shaders/rows_own.wgsl");
+    pub const COLS_OWN: &str = include_str!("../../shaders/cols_own.wgsl");
     pub const DIRECT_ENTRY: &str = include_str!("../../shaders/direct_entry.wgsl");
     pub const DIRECT_SUBGROUP: &str = include_str!("../../shaders/direct_subgroup.wgsl");
     pub const HEADS: &str = include_str!("../../shaders/heads.wgsl");
@@ -52,6 +53,8 @@ mod source {
     pub const FUSED_PARAMS: &str = include_str!("../../shaders/fused_params.wgsl");
     pub const FUSED: &str = include_str!("../../shaders/fused.wgsl");
     pub const FUSED_DIRECT: &str = include_str!("../../shaders/fused_direct.wgsl");
+    pub const FUSED_OWN: &str = include_str!("../../shaders/fused_own.wgsl");
+    pub const FUSED_SUBGROUP: &str = include_str!("../../shaders/fused_subgroup.wgsl");
     pub const FUSED_COMBINE: &str = include_str!("../../shaders/fused_combine.wgsl");
 }
 
@@ -104,7 +107,7 @@ impl Storage {
 }
 
 /// The kernels whose operands have a storage type.
-pub const STORED_KERNELS: [&str; 12] = [
+pub const STORED_KERNELS: [&str; 13] = [
     "linear",
     "linear_direct",
     "linear_direct_subgroup",
@@ -116,6 +119,7 @@ pub const STORED_KERNELS: [&str; 12] = [
     "av_direct_subgroup",
     "fused",
     "fused_direct",
+    "fused_direct_subgroup",
     "fused_combine",
 ];
 
@@ -141,6 +145,7 @@ pub fn shader_source(name: &str, storage: Storage) -> Option<String> {
             prelude,
             source::FLOAT,
             source::DOT_BLOCK,
+            source::COLS_OWN,
             source::LINEAR_PARAMS,
             source::LINEAR_DIRECT,
             rows,
@@ -161,6 +166,7 @@ pub fn shader_source(name: &str, storage: Storage) -> Option<String> {
             prelude,
             source::FLOAT,
             source::DOT_BLOCK,
+            source::COLS_OWN,
             source::HEADS,
             source::QK_PARAMS,
             source::MASKS,
@@ -219,10 +225,24 @@ pub fn shader_source(name: &str, storage: Storage) -> Option<String> {
             source::FLOAT,
             source::DOT_BLOCK,
             source::ROWS_OWN,
+            source::COLS_OWN,
             source::HEADS,
             source::MASKS,
             source::FUSED_PARAMS,
             source::FUSED_DIRECT,
+            source::FUSED_OWN,
+        ]
+        .concat(),
+        "fused_direct_subgroup" => [
+            prelude,
+            source::FLOAT,
+            source::DOT_BLOCK,
+            source::ROWS_OWN,
+            source::HEADS,
+            source::MASKS,
+            source::FUSED_PARAMS,
+            source::FUSED_DIRECT,
+            source::FUSED_SUBGROUP,
         ]
         .concat(),
         "fused_combine" => [prelude, source::FLOAT, source::HEADS, source::FUSED_COMBINE].concat(),
@@ -241,7 +261,7 @@ fn direct_entry(name: &str) -> [&'static str; 2] {
 }
 
 /// Every shader the crate builds pipelines from, by [`shader_source`] name.
-pub const SHADER_NAMES: [&str; 18] = [
+pub const SHADER_NAMES: [&str; 19] = [
     "linear",
     "linear_direct",
     "linear_direct_subgroup",
@@ -259,6 +279,7 @@ pub const SHADER_NAMES: [&str; 18] = [
     "head_mean",
     "fused",
     "fused_direct",
+    "fused_direct_subgroup",
     "fused_combine",
 ];
 
@@ -579,6 +600,15 @@ fn softmax_subgroups(device: &wgpu::Device, tuning: &Tuning) -> bool {
     tuning.softmax_subgroups && device.features().contains(wgpu::Features::SUBGROUP)
 }
 
+/// Whether the register-blocked fused kernel shares keys and values through subgroups on
+/// `device`: where the tuning asks for it and the device's subgroups are at least the 8
+/// lanes that load them (`fused_subgroup.wgsl`).
+fn fused_subgroups(device: &wgpu::Device, tuning: &Tuning) -> bool {
+    tuning.direct_subgroups
+        && device.features().contains(wgpu::Features::SUBGROUP)
+        && device.adapter_info().subgroup_min_size >= 8
+}
+
 /// Every pipeline of the crate, built once per device: the f32 ones when the device is
 /// opened, the f16 ones and each fused class on first use.
 pub(crate) struct Kernels {
@@ -587,6 +617,9 @@ pub(crate) struct Kernels {
     pub loop_cap: Option<u64>,
     /// The softmax kernels with a workgroup per row merge with subgroup operations.
     pub softmax_subgroups: bool,
+    /// The register-blocked fused kernel may share keys and values through subgroups
+    /// ([`fused::Variant::sharing`]).
+    pub fused_subgroups: bool,
     pub softmax: Kernel,
     /// Softmax of rows whose length is a multiple of 4, read and written as vec4.
     pub softmax_vec4: Kernel,
@@ -659,6 +692,7 @@ impl Kernels {
             fused_combine: Default::default(),
             loop_cap: loop_cap(&device.adapter_info()),
             softmax_subgroups: subgroups,
+            fused_subgroups: fused_subgroups(device, &tuning),
         })
     }
 
