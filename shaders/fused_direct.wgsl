@@ -23,7 +23,8 @@
 // nothing even when its value is not finite, and a non-finite value always leaves a
 // non-finite output behind: so an invocation whose rows end non-finite walks its keys again
 // with the careful product (fma_unless_zero), otherwise the same steps and roundings, hence
-// the same result for its other rows. Rows that see no key are written as zeros, rows with
+// the same result for its other rows (with fused_subgroup.wgsl the whole subgroup walks
+// again, and its finite rows come out the same). Rows that see no key are written as zeros, rows with
 // a NaN or +inf score as NaN, as fused.wgsl and the reference do.
 //
 // Every invocation of a workgroup walks the same keys, so each loads the same keys and
@@ -201,8 +202,9 @@ fn fused_block(wg: vec3<u32>, groups: vec3<u32>, t: u32) {
     let v_base = (p.v_offset + hd.batch * p.v_stride_b + hd.head_kv * p.v_stride_h) / 4u;
     let dv4 = p.depth_v / 4u;
 
-    // Keys past the causal limit of the last row are never visited; keys before
-    // `open_end` are visible to all four rows, unmasked.
+    // Keys past the causal limit of the last row are not visited (with fused_subgroup.wgsl,
+    // not past the latest such limit among the subgroup's lanes: the rest are masked);
+    // keys before `open_end` are visible to all four rows, unmasked.
     var kv_end = p.cols;
     var open_end = p.cols;
     if (p.flags & 4u) != 0u {

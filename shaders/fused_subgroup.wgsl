@@ -4,7 +4,8 @@
 // (lavapipe runs every load as a per-lane loop, even where the lanes' addresses agree).
 //
 // The crate uses it where the device has subgroup operations, its subgroups are at least
-// 8 wide and the workgroup holds at least 8 invocations, so lanes 0–7 are there to load.
+// 8 wide and the workgroup is a whole number of its widest subgroups, so every subgroup has
+// lanes 0–7 to load (a workgroup of 12 on subgroups of 8 would leave one of 4).
 // Every lane must reach each broadcast: the lanes walk the same keys, to the latest end
 // among them (walk_end; the kernel masks the keys past a row's own causal limit), walk
 // again together when any needs it (all_lanes), and return early only together.

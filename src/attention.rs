@@ -244,7 +244,7 @@ impl CorePlan {
                 .filter(|variant| split_count(variant) == 1)
                 .map(|variant| {
                     let rows = dims.len_q >= fused::SHARED_ROWS;
-                    variant.sharing(kernels.fused_subgroups && rows)
+                    variant.sharing(kernels.fused_subgroup_width.filter(|_| rows))
                 });
             let variant = match direct {
                 Some(variant) => variant,
@@ -345,6 +345,12 @@ impl CorePlan {
     /// Whether the fused path runs its register-blocked kernel (`fused_direct.wgsl`).
     pub fn register_blocked_fused(&self) -> bool {
         matches!(self, CorePlan::Fused { variant, .. } if variant.direct)
+    }
+
+    /// Whether the register-blocked fused kernel shares keys and values through subgroups
+    /// (`fused_subgroup.wgsl`).
+    pub fn fused_subgroups(&self) -> bool {
+        matches!(self, CorePlan::Fused { variant, .. } if variant.subgroups)
     }
 
     /// Into how many runs of keys the fused kernel splits each row (1: not split, and for the

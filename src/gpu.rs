@@ -336,10 +336,19 @@ impl Gpu {
         self.inner.kernels.tuning
     }
 
-    /// Whether the register-blocked kernels share rows through subgroup operations here:
-    /// the tuning asks for them (`Tuning::direct_subgroups`) and the device's subgroups fit.
+    /// Whether the register-blocked QKᵀ, P·V and linear kernels share rows through subgroup
+    /// operations here: the tuning asks for them (`Tuning::direct_subgroups`), the device
+    /// has subgroup operations, and its subgroups are exactly `direct.wg_x` wide.
     pub fn direct_subgroups(&self) -> bool {
         self.inner.kernels.direct_subgroups()
+    }
+
+    /// Whether the register-blocked fused kernel may share keys and values through
+    /// subgroup operations here: the tuning asks for it (`Tuning::fused_subgroups`) and the
+    /// device's subgroups are at least 8 wide (a call then shares where its workgroup and
+    /// query rows allow).
+    pub fn fused_subgroups(&self) -> bool {
+        self.inner.kernels.fused_subgroup_width.is_some()
     }
 
     /// Where [`Gpu::tuning`] came from: the caller, the tuning cache, or the defaults.

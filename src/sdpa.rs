@@ -147,6 +147,13 @@ impl PreparedSdpa {
         self.plan.register_blocked_fused()
     }
 
+    /// Whether that register-blocked kernel shares its keys and values through subgroups
+    /// (where [`Tuning::fused_subgroups`](crate::Tuning::fused_subgroups) asks for it and
+    /// the device and call allow).
+    pub fn fused_subgroups(&self) -> bool {
+        self.plan.fused_subgroups()
+    }
+
     /// How query, key and value are stored on the GPU.
     pub fn dtype(&self) -> Dtype {
         self.dtype

@@ -134,12 +134,10 @@ pub struct Tuning {
     /// layout: the staged kernels (`gemm_tile.wgsl`).
     #[serde(default)]
     pub direct: Option<DirectTiles>,
-    /// The register-blocked kernels share the operands their lanes have in common through
-    /// subgroup operations (one lane loads, the subgroup broadcasts) where the device has
-    /// them: QKᵀ, P·V and the linear layer each group's rows (`direct_subgroup.wgsl`) where
-    /// its subgroups are exactly `direct.wg_x` invocations wide (lavapipe: 8); the fused
-    /// kernel its keys and values (`fused_subgroup.wgsl`) where they are at least 8 wide
-    /// and a call has at least 32 query rows. Elsewhere each invocation loads its own.
+    /// The register-blocked QKᵀ, P·V and linear kernels share each row group's rows
+    /// through subgroup operations (`direct_subgroup.wgsl`: one lane loads, the subgroup
+    /// broadcasts) where the device has them and its subgroups are exactly `direct.wg_x`
+    /// invocations wide (lavapipe: 8); elsewhere each invocation loads its own rows.
     #[serde(default)]
     pub direct_subgroups: bool,
     /// The fused path register-blocked (`fused_direct.wgsl`: 4 query rows per invocation,
@@ -150,6 +148,12 @@ pub struct Tuning {
     /// among workgroups; `None`, or another call: the staged kernel (`fused.wgsl`).
     #[serde(default)]
     pub fused_direct: Option<u32>,
+    /// The register-blocked fused kernel shares the keys and values its lanes all walk
+    /// through subgroup operations (`fused_subgroup.wgsl`) where the device has them, its
+    /// subgroups are at least 8 wide, the workgroup is a whole number of the widest, and
+    /// a call has at least 32 query rows; elsewhere each invocation loads its own.
+    #[serde(default)]
+    pub fused_subgroups: bool,
 }
 
 /// Invocations per workgroup of the register-blocked fused kernel on CPU adapters.
@@ -189,10 +193,11 @@ impl Default for Tuning {
             }),
             // bert-base on lavapipe: QKᵀ 25 ms against 45 staged, P·V 20 against 35.
             direct: Some(DirectTiles { wg_x: 8, wg_y: 8 }),
-            // bert-base on lavapipe: the linear layer 1.25× faster, P·V 1.2×, QKᵀ 1.1×, the
-            // fused path 1.3×.
+            // bert-base on lavapipe: the linear layer 1.25× faster, P·V 1.2×, QKᵀ 1.1×.
             direct_subgroups: true,
             fused_direct: Some(FUSED_DIRECT_CPU),
+            // The fused path on lavapipe: bert-base SDPA 51 ms against 65.
+            fused_subgroups: true,
         }
     }
 }
@@ -243,6 +248,7 @@ impl Tuning {
             },
             // Not measured on a GPU, where 4 invocations share rows and subgroups are wider.
             direct_subgroups: cpu,
+            fused_subgroups: cpu,
             fused_direct: if cpu { Some(FUSED_DIRECT_CPU) } else { None },
             ..Self::default()
         }

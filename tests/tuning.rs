@@ -24,9 +24,10 @@ fn tunings() -> Vec<Tuning> {
             av: Some(gemm(8, 4, 16)),
             direct: Some(DirectTiles { wg_x: 4, wg_y: 2 }),
             // Asked for, but 4 invocations share rows: no device's subgroups are that
-            // narrow on the adapters at hand, so each reads its own.
+            // narrow on the adapters at hand, so each reads its own rows.
             direct_subgroups: true,
             fused_direct: Some(8),
+            fused_subgroups: true,
         },
         Tuning {
             gemm: gemm(16, 8, 32),
@@ -40,6 +41,7 @@ fn tunings() -> Vec<Tuning> {
             direct: None,
             direct_subgroups: false,
             fused_direct: None,
+            fused_subgroups: false,
         },
         Tuning {
             gemm: gemm(4, 16, 8),
@@ -54,6 +56,7 @@ fn tunings() -> Vec<Tuning> {
             direct: Some(DirectTiles { wg_x: 16, wg_y: 4 }),
             direct_subgroups: false,
             fused_direct: Some(64),
+            fused_subgroups: true,
         },
         // The register-blocked kernels at the CPU shape, each invocation reading its own
         // rows (the path without subgroup operations), and sharing them through subgroups
@@ -65,6 +68,24 @@ fn tunings() -> Vec<Tuning> {
         Tuning {
             direct: Some(DirectTiles { wg_x: 8, wg_y: 3 }),
             direct_subgroups: true,
+            ..base
+        },
+        // The register-blocked fused kernel with workgroups of 12 (not a whole number of
+        // lavapipe's 8-wide subgroups: each invocation reads its own keys) and of 40 (five
+        // subgroups sharing them), and with its keys and values never shared.
+        Tuning {
+            fused_direct: Some(12),
+            fused_split_groups: 0,
+            ..base
+        },
+        Tuning {
+            fused_direct: Some(40),
+            fused_split_groups: 0,
+            ..base
+        },
+        Tuning {
+            fused_subgroups: false,
+            fused_split_groups: 0,
             ..base
         },
         Tuning {
@@ -107,6 +128,9 @@ fn every_tuning_gives_the_reference_result() {
         assert_eq!(gpu.tuning_source(), "given by the caller");
         if !tuning.direct_subgroups {
             assert!(!gpu.direct_subgroups(), "{tuning:?}");
+        }
+        if !tuning.fused_subgroups {
+            assert!(!gpu.fused_subgroups(), "{tuning:?}");
         }
         let mha = MultiHeadAttention::new(&gpu, config, &weights).unwrap();
         for ((kv, mask), (path, need_weights)) in inputs.iter().flat_map(|input| {

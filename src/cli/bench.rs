@@ -923,14 +923,13 @@ pub fn open(device: &DeviceArgs) -> Result<Gpu> {
         gpu.tuning_source(),
         gpu.tuning()
     );
-    if gpu.tuning().direct_subgroups {
-        let state = if gpu.direct_subgroups() {
-            "on"
-        } else {
-            "off (the device's subgroups do not match direct.wg_x)"
-        };
-        println!("register-blocked rows shared through subgroups: {state}");
-    }
+    let state = |on: bool| if on { "on" } else { "off" };
+    println!(
+        "subgroup broadcasts: register-blocked rows {}, fused keys and values {} \
+         (on where the tuning asks, the device has subgroups and their width fits)",
+        state(gpu.direct_subgroups()),
+        state(gpu.fused_subgroups()),
+    );
     Ok(gpu)
 }
 

@@ -362,6 +362,32 @@ pub fn run(device: &DeviceArgs, args: &TuneArgs) -> Result<Outcome> {
         tuned.fused_direct = invocations;
     }
 
+    // Only where the winner is the register-blocked kernel and the call can share.
+    if tuned.fused_direct.is_some()
+        && let Some(subgroups) = pick(
+            "register-blocked fused kernel's keys and values shared through subgroups — SDPA B1 H8 L256 d64",
+            [false, true],
+            |subgroups| {
+                let gpu = open(
+                    &probe,
+                    Tuning {
+                        fused_subgroups: subgroups,
+                        ..tuned
+                    },
+                )?;
+                let prepared = prepare_sdpa(&gpu, [1, 8, 256, 256, 64], AttentionPath::Fused)?;
+                if prepared.fused_subgroups() != subgroups {
+                    let why = "the device's subgroups do not fit this workgroup";
+                    return Err(wgpu_mha::Error::Config(why.into()));
+                }
+                prepared.run()?;
+                fastest(args.runs, || prepared.run())
+            },
+        )
+    {
+        tuned.fused_subgroups = subgroups;
+    }
+
     // Key splits pay where a call has few query blocks: a decode step (the bench's preset).
     if let Some(target) = pick(
         "fused key splits (target workgroups; 0: never) — SDPA decode B1 H32 L1 S4096 d128",

@@ -232,11 +232,14 @@ impl Variant {
     }
 
     /// The register-blocked class with its keys and values shared through subgroups where
-    /// `subgroups` (the device has subgroup operations, at least 8 lanes wide) and its
-    /// workgroup has the 8 lanes that load them.
-    pub fn sharing(self, subgroups: bool) -> Self {
+    /// `width` is the device's widest subgroup (at least 8: `None` where it may not share)
+    /// and the workgroup is a whole number of such subgroups, so that every subgroup has
+    /// lanes 0–7 to load the 8 keys (a workgroup of 12 on 8-wide subgroups would leave a
+    /// subgroup of 4).
+    pub fn sharing(self, width: Option<u32>) -> Self {
+        let whole = width.is_some_and(|w| w >= 8 && self.wg_y.is_multiple_of(w));
         Self {
-            subgroups: subgroups && self.direct && self.wg_y >= 8,
+            subgroups: whole && self.direct,
             ..self
         }
     }

@@ -484,7 +484,8 @@ type Constants<'a> = &'a [(&'static str, f64)];
 
 impl MatmulSet {
     /// Builds `linear`, `qk` and `av` from the sources of those names plus `suffix`
-    /// (`""`: staged, `"_direct"`: register-blocked), each with its override constants.
+    /// (`""`: staged, `"_direct"`: register-blocked, `"_direct_subgroup"`: register-blocked
+    /// with rows shared through subgroups), each with its override constants.
     fn build(
         device: &wgpu::Device,
         dtype: Dtype,
@@ -600,13 +601,17 @@ fn softmax_subgroups(device: &wgpu::Device, tuning: &Tuning) -> bool {
     tuning.softmax_subgroups && device.features().contains(wgpu::Features::SUBGROUP)
 }
 
-/// Whether the register-blocked fused kernel shares keys and values through subgroups on
-/// `device`: where the tuning asks for it and the device's subgroups are at least the 8
-/// lanes that load them (`fused_subgroup.wgsl`).
-fn fused_subgroups(device: &wgpu::Device, tuning: &Tuning) -> bool {
-    tuning.direct_subgroups
+/// The widest subgroup of `device` where the register-blocked fused kernel may share keys
+/// and values through subgroups: where the tuning asks for it, the device has subgroup
+/// operations and its subgroups are at least the 8 lanes that load them
+/// (`fused_subgroup.wgsl`). A workgroup must be a whole number of these
+/// ([`fused::Variant::sharing`]).
+fn fused_subgroup_width(device: &wgpu::Device, tuning: &Tuning) -> Option<u32> {
+    let info = device.adapter_info();
+    (tuning.fused_subgroups
         && device.features().contains(wgpu::Features::SUBGROUP)
-        && device.adapter_info().subgroup_min_size >= 8
+        && info.subgroup_min_size >= 8)
+        .then_some(info.subgroup_max_size)
 }
 
 /// Every pipeline of the crate, built once per device: the f32 ones when the device is
@@ -617,9 +622,9 @@ pub(crate) struct Kernels {
     pub loop_cap: Option<u64>,
     /// The softmax kernels with a workgroup per row merge with subgroup operations.
     pub softmax_subgroups: bool,
-    /// The register-blocked fused kernel may share keys and values through subgroups
-    /// ([`fused::Variant::sharing`]).
-    pub fused_subgroups: bool,
+    /// The widest subgroup where the register-blocked fused kernel may share keys and values
+    /// through subgroups ([`fused::Variant::sharing`]).
+    pub fused_subgroup_width: Option<u32>,
     pub softmax: Kernel,
     /// Softmax of rows whose length is a multiple of 4, read and written as vec4.
     pub softmax_vec4: Kernel,
@@ -692,7 +697,7 @@ impl Kernels {
             fused_combine: Default::default(),
             loop_cap: loop_cap(&device.adapter_info()),
             softmax_subgroups: subgroups,
-            fused_subgroups: fused_subgroups(device, &tuning),
+            fused_subgroup_width: fused_subgroup_width(device, &tuning),
         })
     }
 
