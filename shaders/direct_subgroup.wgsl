@@ -11,7 +11,9 @@
 // Every lane of a subgroup must reach each broadcast: the kernels return early only where
 // the whole group does (the rows, or the first column of the group, are past the end).
 // naga allows subgroup_id and subgroup_invocation_id only in a one-dimensional workgroup,
-// so the WG_X × WG_Y shape is laid out from them. The kernel supplies
+// so the WG_X × WG_Y shape is laid out from them. That layout needs every subgroup full
+// (WG_X lanes): Vulkan promises it for SPIR-V 1.6 (lavapipe) or with full subgroups
+// required, which wgpu does not ask for; the CPU-adapter defaults are what was measured. The kernel supplies
 // `fn load_a4(i: u32) -> vec4<f32>` and `fn block(wg: vec3<u32>, lid: vec2<u32>)`.
 
 var<private> lane: u32;
