@@ -1,12 +1,13 @@
-// Entry point and row reads of a register-blocked kernel (linear_direct, qk_direct,
-// av_direct) whose invocations that share rows form one subgroup: the crate uses it only
+// Entry point and row reads of a register-blocked kernel (qk_direct, av_direct) whose
+// invocations that share rows form one subgroup: the crate uses it only
 // where the device's subgroups are exactly WG_X invocations wide (lavapipe: 8).
 //
 // The WG_X invocations of a group multiply the same 4 rows of A by different columns. With
 // rows_own.wgsl each of them loads all 4 rows; here lane j loads row j % 4 and the subgroup
 // broadcasts the 4 rows to every lane. On lavapipe a load costs a per-lane loop whether or
-// not the lanes' addresses agree, and a broadcast is a register move: the linear layer ran
-// about 1.25× faster, P·V 1.2× and QKᵀ 1.1× (bert-base).
+// not the lanes' addresses agree, and a broadcast is a register move: P·V ran about 1.2×
+// faster and QKᵀ 1.1× (bert-base). The linear layer, whose products are long, shares 8 rows
+// instead, in a kernel of its own (linear_shared.wgsl).
 //
 // Every lane of a subgroup must reach each broadcast: the kernels return early only where
 // the whole group does (the rows, or the first column of the group, are past the end).

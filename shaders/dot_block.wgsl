@@ -7,16 +7,7 @@
 //   fn cols8(cols: array<u32, 8>, t: u32) -> array<vec4<f32>, 8>
 //       vec4 t of 8 rows of B (keys, or weight rows): cols_own.wgsl, or
 //       fused_subgroup.wgsl where the lanes of a subgroup share their keys
-
-// acc + (a·b0, a·b1, a·b2, a·b3), as chains of fma in component order.
-fn dots(acc: vec4<f32>, a: vec4<f32>, b0: vec4<f32>, b1: vec4<f32>, b2: vec4<f32>, b3: vec4<f32>) -> vec4<f32> {
-    return vec4<f32>(
-        fma(a.w, b0.w, fma(a.z, b0.z, fma(a.y, b0.y, fma(a.x, b0.x, acc.x)))),
-        fma(a.w, b1.w, fma(a.z, b1.z, fma(a.y, b1.y, fma(a.x, b1.x, acc.y)))),
-        fma(a.w, b2.w, fma(a.z, b2.z, fma(a.y, b2.y, fma(a.x, b2.x, acc.z)))),
-        fma(a.w, b3.w, fma(a.z, b3.z, fma(a.y, b3.y, fma(a.x, b3.x, acc.w)))),
-    );
-}
+// float.wgsl has `dots`.
 
 // The 4 × 8 block of dot products of A's rows m0..m0 + 4 with B's rows n0..n0 + 8 over
 // `steps` vec4s: element (r, c) is acc[2r + c / 4][c % 4]. Row m of A starts at vec4

@@ -1,4 +1,5 @@
-// Shared by every attention kernel: special float values and tests on them.
+// Shared by every attention kernel: special float values and tests on them, and the
+// register-blocked products' step (`dots`).
 //
 // WGSL lets a compiler assume that floats are finite, so a comparison such as `x != x` may
 // be folded away; these tests look at the bits instead, which no compiler may ignore.
@@ -40,4 +41,14 @@ fn fma_unless_zero(a: f32, b: vec4<f32>, acc: vec4<f32>) -> vec4<f32> {
 // accumulators at run time (and move them out of registers).
 fn row_at(lo: vec4<f32>, hi: vec4<f32>, c: u32) -> f32 {
     return select(hi[c % 4u], lo[c % 4u], c < 4u);
+}
+
+// acc + (a·b0, a·b1, a·b2, a·b3), as chains of fma in component order.
+fn dots(acc: vec4<f32>, a: vec4<f32>, b0: vec4<f32>, b1: vec4<f32>, b2: vec4<f32>, b3: vec4<f32>) -> vec4<f32> {
+    return vec4<f32>(
+        fma(a.w, b0.w, fma(a.z, b0.z, fma(a.y, b0.y, fma(a.x, b0.x, acc.x)))),
+        fma(a.w, b1.w, fma(a.z, b1.z, fma(a.y, b1.y, fma(a.x, b1.x, acc.y)))),
+        fma(a.w, b2.w, fma(a.z, b2.z, fma(a.y, b2.y, fma(a.x, b2.x, acc.z)))),
+        fma(a.w, b3.w, fma(a.z, b3.z, fma(a.y, b3.y, fma(a.x, b3.x, acc.w)))),
+    );
 }

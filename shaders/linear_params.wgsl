@@ -20,6 +20,21 @@ struct Params {
 @group(0) @binding(3) var<storage, read> bias: array<Elem>;
 @group(0) @binding(4) var<storage, read_write> y: array<Out>;
 
+// Row m of Y, features n..n + 4, plus the bias, where they exist (linear_shared.wgsl's
+// blocks are 4 features wide).
+fn store_row4(m: u32, n: u32, v: vec4<f32>) {
+    if m >= p.rows {
+        return;
+    }
+    for (var c = 0u; c < 4u && n + c < p.cols; c++) {
+        var x = v[c];
+        if p.has_bias != 0u {
+            x += f32(bias[p.bias_offset + n + c]);
+        }
+        y[p.y_offset + m * p.y_row_stride + n + c] = Out(x);
+    }
+}
+
 // Row m of Y, features n..n + 8 (see `row_at`), plus the bias, where they exist. (z: the
 // matrix kernels' batch index, always 0 here.)
 fn store_row(z: u32, m: u32, n: u32, lo: vec4<f32>, hi: vec4<f32>) {

@@ -86,17 +86,15 @@ pub(crate) fn record<'k>(
         .all(|x| x.is_multiple_of(4));
     // Register-blocked where X and W can be read as vec4 and its smaller tiles fit the grid
     // (the staged tiles' fit is checked when the call is prepared).
-    let fits = |tiles: &super::DirectTiles| {
-        fits_grid(l.rows, tiles.tile_rows()) && fits_grid(l.cols, tiles.tile_cols())
-    };
+    let fits = |[rows, cols]: [u32; 2]| fits_grid(l.rows, rows) && fits_grid(l.cols, cols);
     let direct = matmuls
         .direct
         .as_ref()
-        .filter(|direct| aligned && fits(&direct.tiles));
+        .filter(|direct| aligned && fits(direct.linear_tile()));
     let (kernel, [tile_rows, tile_cols]) = match direct {
         Some(direct) => (
             direct.kernels.linear.for_storage(storage),
-            [direct.tiles.tile_rows(), direct.tiles.tile_cols()],
+            direct.linear_tile(),
         ),
         None => {
             let tiles = &kernels.tuning.gemm;

@@ -36,6 +36,7 @@ mod source {
     pub const LINEAR_PARAMS: &str = include_str!("../../shaders/linear_params.wgsl");
     pub const LINEAR: &str = include_str!("../../shaders/linear.wgsl");
     pub const LINEAR_DIRECT: &str = include_str!("../../shaders/linear_direct.wgsl");
+    pub const LINEAR_SHARED: &str = include_str!("../../shaders/linear_shared.wgsl");
     pub const QK_PARAMS: &str = include_str!("../../shaders/qk_params.wgsl");
     pub const QK: &str = include_str!("../../shaders/qk.wgsl");
     pub const QK_DIRECT: &str = include_str!("../../shaders/qk_direct.wgsl");
@@ -141,7 +142,7 @@ pub fn shader_source(name: &str, storage: Storage) -> Option<String> {
             source::LINEAR,
         ]
         .concat(),
-        "linear_direct" | "linear_direct_subgroup" => [
+        "linear_direct" => [
             prelude,
             source::FLOAT,
             source::DOT_BLOCK,
@@ -150,6 +151,14 @@ pub fn shader_source(name: &str, storage: Storage) -> Option<String> {
             source::LINEAR_DIRECT,
             rows,
             entry,
+        ]
+        .concat(),
+        // Rows shared through subgroups, 8 × 4 blocks: a kernel of its own.
+        "linear_direct_subgroup" => [
+            prelude,
+            source::FLOAT,
+            source::LINEAR_PARAMS,
+            source::LINEAR_SHARED,
         ]
         .concat(),
         "qk" => [
@@ -546,6 +555,19 @@ pub(crate) struct DirectMatmuls {
     /// The invocations that share rows share their loads through subgroup operations.
     pub subgroups: bool,
     pub kernels: MatmulSet,
+}
+
+impl DirectMatmuls {
+    /// Rows and columns of Y one workgroup of the linear kernel takes: `tiles`' 4 × 8
+    /// blocks, or with shared rows `linear_shared.wgsl`'s 8 × 4.
+    pub fn linear_tile(&self) -> [u32; 2] {
+        let t = &self.tiles;
+        if self.subgroups {
+            [8 * t.wg_y, 4 * t.wg_x]
+        } else {
+            [t.tile_rows(), t.tile_cols()]
+        }
+    }
 }
 
 /// Whether the register-blocked kernels with `tiles` share rows through subgroup operations
