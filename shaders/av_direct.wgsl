@@ -12,8 +12,9 @@
 //
 // Needs what vec4 loads need: keys, a value head size, and offsets and strides of V that
 // are multiples of 4 (the crate falls back to av.wgsl otherwise). Same parameters as
-// av.wgsl (av_params.wgsl); heads.wgsl maps z to (batch, head); direct_entry.wgsl or
-// direct_subgroup.wgsl is the entry point and supplies the rows of probabilities (rows4).
+// av.wgsl (av_params.wgsl); heads.wgsl maps z to (batch, head); direct_entry.wgsl is the
+// entry point and rows_own.wgsl supplies the rows of probabilities (rows4). Where subgroups
+// share them the crate runs av_shared.wgsl instead.
 
 @group(0) @binding(1) var<storage, read> probs: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> v: array<vec4<Elem>>;
@@ -28,18 +29,13 @@ override WG_Y: u32 = 8u; // invocations along the query rows
 const TM: u32 = 4u; // query rows per invocation
 const TN: u32 = 8u; // output columns per invocation (two vec4)
 
-// acc + a.x·b0 + a.y·b1 + a.z·b2 + a.w·b3 (four keys' worth of one row), in key order.
-fn weigh(acc: vec4<f32>, a: vec4<f32>, b0: vec4<f32>, b1: vec4<f32>, b2: vec4<f32>, b3: vec4<f32>) -> vec4<f32> {
-    return fma(vec4<f32>(a.w), b3, fma(vec4<f32>(a.z), b2, fma(vec4<f32>(a.y), b1, fma(vec4<f32>(a.x), b0, acc))));
-}
-
-// One invocation's 4 × 8 block of O (direct_entry.wgsl or direct_subgroup.wgsl call it).
+// One invocation's 4 × 8 block of O (direct_entry.wgsl calls it).
 fn block(wg: vec3<u32>, lid: vec2<u32>) {
     let z = wg.z;
     let m0 = (wg.y * WG_Y + lid.y) * TM;
     let j0 = (wg.x * WG_X + lid.x) * TN;
-    // The group of invocations that share these rows returns together (see
-    // direct_subgroup.wgsl); an invocation whose columns are past the end stores nothing.
+    // Where the workgroup's first column is past the end, so are all of its columns; an
+    // invocation whose own columns are past the end stores nothing.
     if m0 >= p.rows || wg.x * WG_X * TN >= p.cols {
         return;
     }

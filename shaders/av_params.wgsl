@@ -1,5 +1,6 @@
-// Shared by av.wgsl (staged tiles) and av_direct.wgsl (register blocks read straight from
-// storage): the parameter block of the P·V kernel, its output binding and the epilogue;
+// Shared by av.wgsl (staged tiles), av_direct.wgsl (register blocks read straight from
+// storage) and av_shared.wgsl (the same, rows shared through subgroups): the parameter block
+// of the P·V kernel, its output binding, the epilogue and the product step (`weigh`);
 // each kernel declares the probabilities and V with its own element type (scalars, or
 // vec4).
 
@@ -28,6 +29,25 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(3) var<storage, read_write> o: array<Out>;
+
+// acc + a.x·b0 + a.y·b1 + a.z·b2 + a.w·b3 (four keys' worth of one row), in key order.
+fn weigh(acc: vec4<f32>, a: vec4<f32>, b0: vec4<f32>, b1: vec4<f32>, b2: vec4<f32>, b3: vec4<f32>) -> vec4<f32> {
+    return fma(vec4<f32>(a.w), b3, fma(vec4<f32>(a.z), b2, fma(vec4<f32>(a.y), b1, fma(vec4<f32>(a.x), b0, acc))));
+}
+
+// Row m of batch z's block of O, columns n..n + 4 (av_shared.wgsl's blocks), where they
+// exist, into the concatenated-heads layout.
+fn store_row4(z: u32, m: u32, n: u32, x: vec4<f32>) {
+    if m >= p.rows {
+        return;
+    }
+    let hd = head_of(z, p.batch0, p.heads_q, p.group);
+    let row = p.o_offset + hd.batch * p.o_stride_b + hd.head_q * p.o_stride_h
+        + (p.row0 + m) * p.o_stride_l;
+    for (var c = 0u; c < 4u && n + c < p.cols; c++) {
+        o[row + n + c] = Out(x[c]);
+    }
+}
 
 // Row m of batch z's block of O, columns n..n + 8 (see `row_at`), where they exist, into
 // the concatenated-heads layout.

@@ -1,13 +1,14 @@
-// Entry point and row reads of a register-blocked kernel (qk_direct, av_direct) whose
-// invocations that share rows form one subgroup: the crate uses it only
+// Entry point and row reads of the register-blocked QKᵀ (qk_direct) whose invocations
+// that share rows form one subgroup: the crate uses it only
 // where the device's subgroups are exactly WG_X invocations wide (lavapipe: 8).
 //
 // The WG_X invocations of a group multiply the same 4 rows of A by different columns. With
 // rows_own.wgsl each of them loads all 4 rows; here lane j loads row j % 4 and the subgroup
 // broadcasts the 4 rows to every lane. On lavapipe a load costs a per-lane loop whether or
-// not the lanes' addresses agree, and a broadcast is a register move: P·V ran about 1.2×
-// faster and QKᵀ 1.1× (bert-base). The linear layer, whose products are long, shares 8 rows
-// instead, in a kernel of its own (linear_shared.wgsl).
+// not the lanes' addresses agree, and a broadcast is a register move: QKᵀ ran about 1.1×
+// faster (bert-base). The linear layer and P·V, whose products are long, share 8 rows
+// instead, in kernels of their own (linear_shared.wgsl, av_shared.wgsl); so did QKᵀ in a
+// trial, no faster (its products are 64 deep, and its stores of scores weigh more).
 //
 // Every lane of a subgroup must reach each broadcast: the kernels return early only where
 // the whole group does (the rows, or the first column of the group, are past the end).

@@ -5,8 +5,9 @@
 //
 // Needs what vec4 loads need: input features, offsets and the row stride of X that are
 // multiples of 4 (the crate falls back to linear.wgsl otherwise). Same parameters as
-// linear.wgsl (linear_params.wgsl); dot_block.wgsl computes the block; direct_entry.wgsl or
-// direct_subgroup.wgsl is the entry point and supplies the rows of X (rows4).
+// linear.wgsl (linear_params.wgsl); dot_block.wgsl computes the block; direct_entry.wgsl
+// is the entry point and rows_own.wgsl supplies the rows of X (rows4). Where subgroups
+// share them the crate runs linear_shared.wgsl instead.
 
 @group(0) @binding(1) var<storage, read> x: array<vec4<Elem>>;
 @group(0) @binding(2) var<storage, read> w: array<vec4<Elem>>;
@@ -25,12 +26,12 @@ override WG_Y: u32 = 8u; // invocations along the rows
 const TM: u32 = 4u; // rows per invocation
 const TN: u32 = 8u; // output features per invocation
 
-// One invocation's 4 × 8 block of Y (direct_entry.wgsl or direct_subgroup.wgsl call it).
+// One invocation's 4 × 8 block of Y (direct_entry.wgsl calls it).
 fn block(wg: vec3<u32>, lid: vec2<u32>) {
     let m0 = (wg.y * WG_Y + lid.y) * TM;
     let n0 = (wg.x * WG_X + lid.x) * TN;
-    // The group of invocations that share these rows returns together (see
-    // direct_subgroup.wgsl); an invocation whose columns are past the end stores nothing.
+    // Where the workgroup's first column is past the end, so are all of its columns; an
+    // invocation whose own columns are past the end stores nothing.
     if m0 >= p.rows || wg.x * WG_X * TN >= p.cols {
         return;
     }

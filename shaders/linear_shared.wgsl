@@ -5,7 +5,7 @@
 // 4 rows of W. So an invocation keeps an 8 × 4 block of Y in registers (linear_direct.wgsl:
 // 4 × 8) and loads 5 vec4s per step of 4 input features where it loaded 12: on lavapipe,
 // where every load is a per-lane loop, bert-base's projections ran 1.6× faster than 4 × 8
-// with the 4 rows shared (direct_subgroup.wgsl), 2× faster than with none shared.
+// blocks with the 4 rows shared, 2× faster than with none shared.
 //
 // Needs what linear_direct.wgsl needs (vec4 loads). The workgroup is WG_Y subgroups, one
 // after another along the rows: it covers 8·WG_Y rows and 4·WG_X features. Same parameters

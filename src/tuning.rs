@@ -136,8 +136,8 @@ pub struct Tuning {
     pub direct: Option<DirectTiles>,
     /// The register-blocked QKᵀ, P·V and linear kernels share each row group's rows
     /// through subgroup operations (one lane loads, the subgroup broadcasts;
-    /// `direct_subgroup.wgsl`, and `linear_shared.wgsl`, whose subgroups take 8 rows and
-    /// 4·wg_x features) where the device has them and its subgroups are exactly
+    /// `direct_subgroup.wgsl`, and `linear_shared.wgsl` and `av_shared.wgsl`, whose
+    /// subgroups take 8 rows and 4·wg_x columns) where the device has them and its subgroups are exactly
     /// `direct.wg_x` invocations wide (lavapipe: 8); elsewhere each invocation loads its
     /// own rows.
     #[serde(default)]
@@ -195,7 +195,7 @@ impl Default for Tuning {
             }),
             // bert-base on lavapipe: QKᵀ 25 ms against 45 staged, P·V 20 against 35.
             direct: Some(DirectTiles { wg_x: 8, wg_y: 8 }),
-            // bert-base on lavapipe: the linear layer 2× faster, P·V 1.2×, QKᵀ 1.1×.
+            // bert-base on lavapipe: the linear layer 2× faster, P·V 1.9×, QKᵀ 1.1×.
             direct_subgroups: true,
             fused_direct: Some(FUSED_DIRECT_CPU),
             // The fused path on lavapipe: bert-base SDPA 51 ms against 65.

@@ -97,21 +97,27 @@ pub(crate) fn choose<'k>(
     let aligned = dims.len_kv.is_multiple_of(4)
         && dims.head_dim_v.is_multiple_of(4)
         && values.v.vec4_aligned();
-    let fits = |tiles: &DirectTiles| {
-        fits_grid(block_rows, tiles.tile_rows())
-            && fits_grid(dims.head_dim_v as u32, tiles.tile_cols())
+    let fits = |[rows, cols]: [u32; 2]| {
+        fits_grid(block_rows, rows)
+            && fits_grid(dims.head_dim_v as u32, cols)
             && kernels.within_loop_cap(direct_iterations(keys))
     };
     if let Some(direct) = matmuls
         .direct
         .as_ref()
-        .filter(|direct| aligned && fits(&direct.tiles))
+        .filter(|direct| aligned && fits(direct.block_tile()))
     {
+        let [tile_rows, tile_cols] = direct.block_tile();
         return Ok(Choice {
             kernel: direct.kernels.av.for_storage(storage),
-            tile_rows: direct.tiles.tile_rows(),
-            tile_cols: direct.tiles.tile_cols(),
-            limit_rows: DirectTiles::ROWS,
+            tile_rows,
+            tile_cols,
+            // An invocation's rows: 4, or 8 where a subgroup shares them (av_shared.wgsl).
+            limit_rows: if direct.subgroups {
+                2 * DirectTiles::ROWS
+            } else {
+                DirectTiles::ROWS
+            },
         });
     }
     let tiles = kernels.tuning.av_tiles();

@@ -90,11 +90,11 @@ pub(crate) fn record<'k>(
     let direct = matmuls
         .direct
         .as_ref()
-        .filter(|direct| aligned && fits(direct.linear_tile()));
+        .filter(|direct| aligned && fits(direct.block_tile()));
     let (kernel, [tile_rows, tile_cols]) = match direct {
         Some(direct) => (
             direct.kernels.linear.for_storage(storage),
-            direct.linear_tile(),
+            direct.block_tile(),
         ),
         None => {
             let tiles = &kernels.tuning.gemm;

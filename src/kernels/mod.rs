@@ -43,6 +43,7 @@ mod source {
     pub const AV_PARAMS: &str = include_str!("../../shaders/av_params.wgsl");
     pub const AV: &str = include_str!("../../shaders/av.wgsl");
     pub const AV_DIRECT: &str = include_str!("../../shaders/av_direct.wgsl");
+    pub const AV_SHARED: &str = include_str!("../../shaders/av_shared.wgsl");
     pub const SOFTMAX_PARAMS: &str = include_str!("../../shaders/softmax_params.wgsl");
     pub const SOFTMAX_REDUCE_TREE: &str = include_str!("../../shaders/softmax_reduce_tree.wgsl");
     pub const SOFTMAX_REDUCE_SUBGROUP: &str =
@@ -193,7 +194,7 @@ pub fn shader_source(name: &str, storage: Storage) -> Option<String> {
             source::AV,
         ]
         .concat(),
-        "av_direct" | "av_direct_subgroup" => [
+        "av_direct" => [
             prelude,
             source::FLOAT,
             source::HEADS,
@@ -201,6 +202,15 @@ pub fn shader_source(name: &str, storage: Storage) -> Option<String> {
             source::AV_DIRECT,
             rows,
             entry,
+        ]
+        .concat(),
+        // Rows shared through subgroups, 8 × 4 blocks: a kernel of its own.
+        "av_direct_subgroup" => [
+            prelude,
+            source::FLOAT,
+            source::HEADS,
+            source::AV_PARAMS,
+            source::AV_SHARED,
         ]
         .concat(),
         // A workgroup per row: its merge through workgroup memory, or with subgroup
@@ -558,9 +568,10 @@ pub(crate) struct DirectMatmuls {
 }
 
 impl DirectMatmuls {
-    /// Rows and columns of Y one workgroup of the linear kernel takes: `tiles`' 4 × 8
-    /// blocks, or with shared rows `linear_shared.wgsl`'s 8 × 4.
-    pub fn linear_tile(&self) -> [u32; 2] {
+    /// Rows and columns of the result one workgroup of the linear or P·V kernel takes:
+    /// `tiles`' 4 × 8 blocks, or with shared rows the 8 × 4 ones of `linear_shared.wgsl`
+    /// and `av_shared.wgsl`.
+    pub fn block_tile(&self) -> [u32; 2] {
         let t = &self.tiles;
         if self.subgroups {
             [8 * t.wg_y, 4 * t.wg_x]
