@@ -1,5 +1,6 @@
-// Shared by linear.wgsl (staged tiles) and linear_direct.wgsl (register blocks read straight
-// from storage): the parameter block of the linear layer, its bindings besides X and W
+// Shared by linear.wgsl (staged tiles), linear_direct.wgsl (register blocks read straight
+// from storage) and linear_shared.wgsl (the same, rows shared through subgroups): the
+// parameter block of the linear layer, its bindings besides X and W
 // (which each kernel declares with its own element type, Elem or vec4<Elem>), and the
 // epilogue.
 

@@ -311,8 +311,9 @@ impl CorePlan {
                 // Even where three passes are tuned faster, the fused kernel wins where it
                 // skips work they do: a few query rows against many keys, as in decoding,
                 // when three passes fill the staged kernels' 64-row tiles (5× on lavapipe at
-                // L=1, S=4096). The register-blocked kernels fill blocks of 4 rows: with
-                // them three passes won that decode on lavapipe, 31 ms against 173.
+                // L=1, S=4096). The register-blocked kernels fill blocks of 4 rows (8 in
+                // P·V where subgroups share them): with them three passes won that decode
+                // on lavapipe, 31 ms against 173 (34–35 ms against 104 with the 8-row P·V).
                 // Causal calls follow the preference: both paths skip the tiles past the
                 // diagonal (lavapipe, L=2048: three passes 278 ms, fused 773 ms).
                 let tuning = &gpu.kernels().tuning;

@@ -60,9 +60,10 @@ pub fn av_tiles(tiles: &GemmTiles) -> GemmTiles {
 }
 
 /// Workgroup shape of the register-blocked matrix products (`qk_direct.wgsl`,
-/// `av_direct.wgsl`, WGSL override constants): each invocation computes a block of
-/// [`DirectTiles::ROWS`] × [`DirectTiles::COLS`] outputs from operands read straight from
-/// storage as vec4, without workgroup memory.
+/// `av_direct.wgsl`, `linear_direct.wgsl`, WGSL override constants): each invocation
+/// computes a block of [`DirectTiles::ROWS`] × [`DirectTiles::COLS`] outputs from operands
+/// read straight from storage as vec4, without workgroup memory (8 × 4 in the linear and
+/// P·V kernels whose subgroups share rows, `Tuning::direct_subgroups`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct DirectTiles {
     /// Invocations along the output columns.
@@ -128,8 +129,8 @@ pub struct Tuning {
     /// one head wide, so on a GPU the derived tall tiles can leave too few workgroups.
     #[serde(default)]
     pub av: Option<GemmTiles>,
-    /// QKᵀ and P·V as register blocks read straight from storage (`qk_direct.wgsl`,
-    /// `av_direct.wgsl`) with this workgroup shape, wherever the layout allows vec4 loads
+    /// QKᵀ, P·V and the linear layer as register blocks read straight from storage
+    /// (`qk_direct.wgsl`, `av_direct.wgsl`, `linear_direct.wgsl`) with this workgroup shape, wherever the layout allows vec4 loads
     /// (head sizes, keys, offsets and strides that are multiples of 4); `None`, or another
     /// layout: the staged kernels (`gemm_tile.wgsl`).
     #[serde(default)]
@@ -137,9 +138,9 @@ pub struct Tuning {
     /// The register-blocked QKᵀ, P·V and linear kernels share each row group's rows
     /// through subgroup operations (one lane loads, the subgroup broadcasts;
     /// `direct_subgroup.wgsl`, and `linear_shared.wgsl` and `av_shared.wgsl`, whose
-    /// subgroups take 8 rows and 4·wg_x columns) where the device has them and its subgroups are exactly
-    /// `direct.wg_x` invocations wide (lavapipe: 8); elsewhere each invocation loads its
-    /// own rows.
+    /// subgroups take 8 rows and 4·wg_x columns) where the device has them and its
+    /// subgroups are exactly `direct.wg_x` invocations wide, at least 8 (lavapipe: 8);
+    /// elsewhere each invocation loads its own rows.
     #[serde(default)]
     pub direct_subgroups: bool,
     /// The fused path register-blocked (`fused_direct.wgsl`: 4 query rows per invocation,
@@ -195,7 +196,7 @@ impl Default for Tuning {
             }),
             // bert-base on lavapipe: QKᵀ 25 ms against 45 staged, P·V 20 against 35.
             direct: Some(DirectTiles { wg_x: 8, wg_y: 8 }),
-            // bert-base on lavapipe: the linear layer 2× faster, P·V 1.9×, QKᵀ 1.1×.
+            // bert-base on lavapipe: the linear layer 2× faster, P·V 1.8×, QKᵀ 1.1×.
             direct_subgroups: true,
             fused_direct: Some(FUSED_DIRECT_CPU),
             // The fused path on lavapipe: bert-base SDPA 51 ms against 65.

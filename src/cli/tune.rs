@@ -269,7 +269,7 @@ pub fn run(device: &DeviceArgs, args: &TuneArgs) -> Result<Outcome> {
     }
 
     if let Some(shape) = pick(
-        "register-blocked QKᵀ and P·V (wg_x, wg_y; None: staged) — three-pass SDPA B1 H8 L256 d64",
+        "register-blocked QKᵀ, P·V and linear (wg_x, wg_y; None: staged) — three-pass SDPA B1 H8 L256 d64",
         DIRECT_CANDIDATES,
         |shape| {
             let direct = shape.map(|(wg_x, wg_y)| DirectTiles { wg_x, wg_y });

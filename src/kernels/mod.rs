@@ -583,7 +583,8 @@ impl DirectMatmuls {
 
 /// Whether the register-blocked kernels with `tiles` share rows through subgroup operations
 /// on `device`: where the tuning asks for it, the device has them, and its subgroups are
-/// exactly the `wg_x` invocations that share rows (`direct_subgroup.wgsl`).
+/// exactly the `wg_x` invocations that share rows (`direct_subgroup.wgsl`), at least 8 of
+/// them (`linear_shared.wgsl` and `av_shared.wgsl` broadcast from lanes 0–7).
 pub(crate) fn direct_subgroups(
     device: &wgpu::Device,
     tuning: &Tuning,
@@ -592,6 +593,7 @@ pub(crate) fn direct_subgroups(
     let info = device.adapter_info();
     tuning.direct_subgroups
         && device.features().contains(wgpu::Features::SUBGROUP)
+        && tiles.wg_x >= 8
         && info.subgroup_min_size == tiles.wg_x
         && info.subgroup_max_size == tiles.wg_x
 }
