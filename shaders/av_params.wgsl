@@ -30,6 +30,18 @@ struct Params {
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(3) var<storage, read_write> o: array<Out>;
 
+// Keys a block of rows m0 .. m0 + rows reads: all of them, or under a causal mask those up
+// to the limit of its last row (past it the block's probabilities are exact zeros:
+// softmax.wgsl writes zeros up to the limit of each group of rows the P·V kernel reads,
+// `Choice::limit_rows`).
+fn keys_read(m0: u32, rows: u32) -> u32 {
+    if p.causal == 0u {
+        return p.depth;
+    }
+    let last_row = p.row0 + min(m0 + rows, p.rows) - 1u;
+    return u32(clamp(i32(last_row) + p.causal_offset + 1, 0, i32(p.depth)));
+}
+
 // acc + a.x·b0 + a.y·b1 + a.z·b2 + a.w·b3 (four keys' worth of one row), in key order.
 fn weigh(acc: vec4<f32>, a: vec4<f32>, b0: vec4<f32>, b1: vec4<f32>, b2: vec4<f32>, b3: vec4<f32>) -> vec4<f32> {
     return fma(vec4<f32>(a.w), b3, fma(vec4<f32>(a.z), b2, fma(vec4<f32>(a.y), b1, fma(vec4<f32>(a.x), b0, acc))));

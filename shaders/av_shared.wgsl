@@ -38,15 +38,8 @@ fn main(
     if m0 >= p.rows || wg.x * WG_X * TN >= p.cols {
         return;
     }
-    // Under a causal mask the block's rows see no key past its last row's limit: their
-    // probabilities are exact zeros (softmax.wgsl writes them up to a multiple of 8 rows'
-    // limit). The same for every lane.
-    var keys = p.depth;
-    if p.causal != 0u {
-        let last_row = p.row0 + min(m0 + TM, p.rows) - 1u;
-        keys = u32(clamp(i32(last_row) + p.causal_offset + 1, 0, i32(p.depth)));
-    }
-    let steps = (keys + 3u) / 4u;
+    // The same keys for every lane of the subgroup: those its 8 rows see.
+    let steps = (keys_read(m0, TM) + 3u) / 4u;
     let hd = head_of(z, p.batch0, p.heads_q, p.group);
     // Indices in vec4s. Rows and columns past the end read the last one; they are not stored.
     let row = p.depth / 4u;
