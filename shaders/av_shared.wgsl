@@ -13,7 +13,7 @@
 // Needs what av_direct.wgsl needs (vec4 loads). The workgroup is WG_Y subgroups, one after
 // another along the rows: it covers 8·WG_Y rows and 4·WG_X columns. Same parameters as
 // av.wgsl (av_params.wgsl, whose store_row4 writes the block and `weigh` is the step);
-// heads.wgsl maps z to (batch, head).
+// heads.wgsl maps z to (batch, head); lanes8.wgsl has the broadcasts.
 
 @group(0) @binding(1) var<storage, read> probs: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> v: array<vec4<Elem>>;
@@ -53,20 +53,20 @@ fn main(
     // acc[r]: row m0 + r, columns j0 .. j0 + 4. Constant indices keep it in registers.
     var acc: array<vec4<f32>, 8>;
     for (var t = 0u; t < steps; t++) {
-        let a = probs[own_row + t];
+        let a = from_lanes8(probs[own_row + t]);
         let s = 4u * t * v_row;
         let b0 = vec4<f32>(v[vc + s]);
         let b1 = vec4<f32>(v[vc + s + v_row]);
         let b2 = vec4<f32>(v[vc + s + 2u * v_row]);
         let b3 = vec4<f32>(v[vc + s + 3u * v_row]);
-        acc[0] = weigh(acc[0], subgroupBroadcast(a, 0u), b0, b1, b2, b3);
-        acc[1] = weigh(acc[1], subgroupBroadcast(a, 1u), b0, b1, b2, b3);
-        acc[2] = weigh(acc[2], subgroupBroadcast(a, 2u), b0, b1, b2, b3);
-        acc[3] = weigh(acc[3], subgroupBroadcast(a, 3u), b0, b1, b2, b3);
-        acc[4] = weigh(acc[4], subgroupBroadcast(a, 4u), b0, b1, b2, b3);
-        acc[5] = weigh(acc[5], subgroupBroadcast(a, 5u), b0, b1, b2, b3);
-        acc[6] = weigh(acc[6], subgroupBroadcast(a, 6u), b0, b1, b2, b3);
-        acc[7] = weigh(acc[7], subgroupBroadcast(a, 7u), b0, b1, b2, b3);
+        acc[0] = weigh(acc[0], a[0], b0, b1, b2, b3);
+        acc[1] = weigh(acc[1], a[1], b0, b1, b2, b3);
+        acc[2] = weigh(acc[2], a[2], b0, b1, b2, b3);
+        acc[3] = weigh(acc[3], a[3], b0, b1, b2, b3);
+        acc[4] = weigh(acc[4], a[4], b0, b1, b2, b3);
+        acc[5] = weigh(acc[5], a[5], b0, b1, b2, b3);
+        acc[6] = weigh(acc[6], a[6], b0, b1, b2, b3);
+        acc[7] = weigh(acc[7], a[7], b0, b1, b2, b3);
     }
 
     let finite = all_finite(acc[0]) && all_finite(acc[1]) && all_finite(acc[2])

@@ -9,29 +9,18 @@
 // Every lane must reach each broadcast: the lanes walk the same keys, to the latest end
 // among them (walk_end; the kernel masks the keys past a row's own causal limit), walk
 // again together when any needs it (all_lanes), and return early only together.
+// lanes8.wgsl has the broadcasts.
 
 var<private> lane: u32;
 
 // Vec4 `t` of each of the 8 key rows that start at vec4s `cols` (dot_block.wgsl's B).
 fn cols8(cols: array<u32, 8>, t: u32) -> array<vec4<f32>, 8> {
-    let x = load_b4(cols[lane % 8u] + t);
-    return array<vec4<f32>, 8>(
-        subgroupBroadcast(x, 0u), subgroupBroadcast(x, 1u),
-        subgroupBroadcast(x, 2u), subgroupBroadcast(x, 3u),
-        subgroupBroadcast(x, 4u), subgroupBroadcast(x, 5u),
-        subgroupBroadcast(x, 6u), subgroupBroadcast(x, 7u),
-    );
+    return from_lanes8(load_b4(cols[lane % 8u] + t));
 }
 
 // Vec4 c of the 8 value rows that start at vec4s `rows`.
 fn values8(rows: array<u32, 8>, c: u32) -> array<vec4<f32>, 8> {
-    let x = vec4<f32>(v[rows[lane % 8u] + c]);
-    return array<vec4<f32>, 8>(
-        subgroupBroadcast(x, 0u), subgroupBroadcast(x, 1u),
-        subgroupBroadcast(x, 2u), subgroupBroadcast(x, 3u),
-        subgroupBroadcast(x, 4u), subgroupBroadcast(x, 5u),
-        subgroupBroadcast(x, 6u), subgroupBroadcast(x, 7u),
-    );
+    return from_lanes8(vec4<f32>(v[rows[lane % 8u] + c]));
 }
 
 // Where the subgroup's walk over keys ends: the latest end among its lanes.

@@ -10,7 +10,7 @@
 // Needs what linear_direct.wgsl needs (vec4 loads). The workgroup is WG_Y subgroups, one
 // after another along the rows: it covers 8·WG_Y rows and 4·WG_X features. Same parameters
 // as linear.wgsl (linear_params.wgsl, whose store_row4 writes the block); float.wgsl has
-// `dots`.
+// `dots`, lanes8.wgsl the broadcasts.
 
 @group(0) @binding(1) var<storage, read> x: array<vec4<Elem>>;
 @group(0) @binding(2) var<storage, read> w: array<vec4<Elem>>;
@@ -46,19 +46,19 @@ fn main(
     // acc[r][c]: row m0 + r, feature n0 + c. Constant indices keep it in registers.
     var acc: array<vec4<f32>, 8>;
     for (var t = 0u; t < steps; t++) {
-        let a = vec4<f32>(x[own_row + t]);
+        let a = from_lanes8(vec4<f32>(x[own_row + t]));
         let b0 = vec4<f32>(w[w0 + t]);
         let b1 = vec4<f32>(w[w1 + t]);
         let b2 = vec4<f32>(w[w2 + t]);
         let b3 = vec4<f32>(w[w3 + t]);
-        acc[0] = dots(acc[0], subgroupBroadcast(a, 0u), b0, b1, b2, b3);
-        acc[1] = dots(acc[1], subgroupBroadcast(a, 1u), b0, b1, b2, b3);
-        acc[2] = dots(acc[2], subgroupBroadcast(a, 2u), b0, b1, b2, b3);
-        acc[3] = dots(acc[3], subgroupBroadcast(a, 3u), b0, b1, b2, b3);
-        acc[4] = dots(acc[4], subgroupBroadcast(a, 4u), b0, b1, b2, b3);
-        acc[5] = dots(acc[5], subgroupBroadcast(a, 5u), b0, b1, b2, b3);
-        acc[6] = dots(acc[6], subgroupBroadcast(a, 6u), b0, b1, b2, b3);
-        acc[7] = dots(acc[7], subgroupBroadcast(a, 7u), b0, b1, b2, b3);
+        acc[0] = dots(acc[0], a[0], b0, b1, b2, b3);
+        acc[1] = dots(acc[1], a[1], b0, b1, b2, b3);
+        acc[2] = dots(acc[2], a[2], b0, b1, b2, b3);
+        acc[3] = dots(acc[3], a[3], b0, b1, b2, b3);
+        acc[4] = dots(acc[4], a[4], b0, b1, b2, b3);
+        acc[5] = dots(acc[5], a[5], b0, b1, b2, b3);
+        acc[6] = dots(acc[6], a[6], b0, b1, b2, b3);
+        acc[7] = dots(acc[7], a[7], b0, b1, b2, b3);
     }
     store_row4(m0, n0, acc[0]);
     store_row4(m0 + 1u, n0, acc[1]);

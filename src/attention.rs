@@ -242,10 +242,7 @@ impl CorePlan {
                 .filter(|_| vec4_views)
                 .and_then(|wg| fused::Variant::direct(wg, dims.head_dim, dims.head_dim_v, &limits))
                 .filter(|variant| split_count(variant) == 1)
-                .map(|variant| {
-                    let rows = dims.len_q >= fused::SHARED_ROWS;
-                    variant.sharing(kernels.fused_subgroup_width.filter(|_| rows))
-                });
+                .map(|variant| variant.sharing(kernels.fused_subgroup_width, dims.len_q));
             let variant = match direct {
                 Some(variant) => variant,
                 None => fused::Variant::for_dims(

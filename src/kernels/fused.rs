@@ -231,15 +231,15 @@ impl Variant {
         variant.check(limits).is_ok().then_some(variant)
     }
 
-    /// The register-blocked class with its keys and values shared through subgroups where
-    /// `width` is the device's widest subgroup (at least 8: `None` where it may not share)
-    /// and the workgroup is a whole number of such subgroups, so that every subgroup has
-    /// lanes 0–7 to load the 8 keys (a workgroup of 12 on 8-wide subgroups would leave a
-    /// subgroup of 4).
-    pub fn sharing(self, width: Option<u32>) -> Self {
+    /// The register-blocked class for a call of `len_q` query rows with its keys and values
+    /// shared through subgroups where `width` is the device's widest subgroup (at least 8:
+    /// `None` where it may not share), the workgroup is a whole number of such subgroups,
+    /// so that every subgroup has lanes 0–7 to load the 8 keys (a workgroup of 12 on 8-wide
+    /// subgroups would leave a subgroup of 4), and the call has [`SHARED_ROWS`] rows.
+    pub fn sharing(self, width: Option<u32>, len_q: usize) -> Self {
         let whole = width.is_some_and(|w| w >= 8 && self.wg_y.is_multiple_of(w));
         Self {
-            subgroups: whole && self.direct,
+            subgroups: whole && self.direct && len_q >= SHARED_ROWS,
             ..self
         }
     }

@@ -30,6 +30,7 @@ mod source {
     pub const ROWS_OWN: &str = include_str!("../../shaders/rows_own.wgsl");
     pub const COLS_OWN: &str = include_str!("../../shaders/cols_own.wgsl");
     pub const DIRECT_ENTRY: &str = include_str!("../../shaders/direct_entry.wgsl");
+    pub const LANES8: &str = include_str!("../../shaders/lanes8.wgsl");
     pub const DIRECT_SUBGROUP: &str = include_str!("../../shaders/direct_subgroup.wgsl");
     pub const HEADS: &str = include_str!("../../shaders/heads.wgsl");
     pub const MASKS: &str = include_str!("../../shaders/masks.wgsl");
@@ -158,6 +159,7 @@ pub fn shader_source(name: &str, storage: Storage) -> Option<String> {
         "linear_direct_subgroup" => [
             prelude,
             source::FLOAT,
+            source::LANES8,
             source::LINEAR_PARAMS,
             source::LINEAR_SHARED,
         ]
@@ -209,6 +211,7 @@ pub fn shader_source(name: &str, storage: Storage) -> Option<String> {
             prelude,
             source::FLOAT,
             source::HEADS,
+            source::LANES8,
             source::AV_PARAMS,
             source::AV_SHARED,
         ]
@@ -261,6 +264,7 @@ pub fn shader_source(name: &str, storage: Storage) -> Option<String> {
             source::MASKS,
             source::FUSED_PARAMS,
             source::FUSED_DIRECT,
+            source::LANES8,
             source::FUSED_SUBGROUP,
         ]
         .concat(),
