@@ -242,7 +242,7 @@ impl CorePlan {
                 .filter(|_| vec4_views)
                 .and_then(|wg| fused::Variant::direct(wg, dims.head_dim, dims.head_dim_v, &limits))
                 .filter(|variant| split_count(variant) == 1)
-                .map(|variant| variant.sharing(kernels.fused_subgroup_width, dims.len_q));
+                .map(|variant| variant.sharing(kernels.fused_subgroup_width, dims.len_q, &limits));
             let variant = match direct {
                 Some(variant) => variant,
                 None => fused::Variant::for_dims(
@@ -345,8 +345,8 @@ impl CorePlan {
         matches!(self, CorePlan::Fused { variant, .. } if variant.direct)
     }
 
-    /// Whether the register-blocked fused kernel shares keys and values through subgroups
-    /// (`fused_subgroup.wgsl`).
+    /// Whether the fused path shares loads through subgroups (`fused_lanes.wgsl`, or
+    /// `fused_subgroup.wgsl`).
     pub fn fused_subgroups(&self) -> bool {
         matches!(self, CorePlan::Fused { variant, .. } if variant.subgroups)
     }

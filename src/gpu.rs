@@ -343,12 +343,17 @@ impl Gpu {
         self.inner.kernels.direct_subgroups()
     }
 
-    /// Whether the register-blocked fused kernel may share keys and values through
-    /// subgroup operations here: the tuning asks for it (`Tuning::fused_subgroups`) and the
-    /// device's subgroups are at least 8 wide (a call then shares where its workgroup and
-    /// query rows allow).
+    /// Whether the fused path may share loads through subgroup operations here: the tuning
+    /// asks for it (`Tuning::fused_subgroups`) and the device's subgroups are at least 8
+    /// wide (a call then shares where its workgroup and query rows allow).
     pub fn fused_subgroups(&self) -> bool {
-        self.inner.kernels.fused_subgroup_width.is_some()
+        self.fused_subgroup_width().is_some()
+    }
+
+    /// The device's widest subgroup where the fused path may share loads through them
+    /// (8: `fused_lanes.wgsl`, 32 query rows per subgroup; wider: keys and values shared).
+    pub fn fused_subgroup_width(&self) -> Option<u32> {
+        self.inner.kernels.fused_subgroup_width
     }
 
     /// Where [`Gpu::tuning`] came from: the caller, the tuning cache, or the defaults.

@@ -147,9 +147,10 @@ impl PreparedSdpa {
         self.plan.register_blocked_fused()
     }
 
-    /// Whether that register-blocked kernel shares its keys and values through subgroups
-    /// (where [`Tuning::fused_subgroups`](crate::Tuning::fused_subgroups) asks for it and
-    /// the device and call allow).
+    /// Whether that kernel shares its loads through subgroups — 32 query rows per 8-lane
+    /// subgroup, or keys and values among wider ones (where
+    /// [`Tuning::fused_subgroups`](crate::Tuning::fused_subgroups) asks for it and the
+    /// device and call allow).
     pub fn fused_subgroups(&self) -> bool {
         self.plan.fused_subgroups()
     }

@@ -151,10 +151,13 @@ pub struct Tuning {
     /// among workgroups; `None`, or another call: the staged kernel (`fused.wgsl`).
     #[serde(default)]
     pub fused_direct: Option<u32>,
-    /// The register-blocked fused kernel shares the keys and values its lanes all walk
-    /// through subgroup operations (`fused_subgroup.wgsl`) where the device has them, its
-    /// subgroups are at least 8 wide, the workgroup is a whole number of the widest, and
-    /// a call has at least 32 query rows; elsewhere each invocation loads its own.
+    /// For calls of at least 32 query rows where the device has subgroup operations, the
+    /// fused path shares loads among subgroup lanes: on subgroups of exactly 8,
+    /// `fused_lanes.wgsl` (each subgroup 32 query rows, its lanes splitting the keys and
+    /// the output columns; workgroups of `fused_direct` invocations rounded down to a
+    /// multiple of 8); on wider ones, the register-blocked kernel's keys and values
+    /// (`fused_subgroup.wgsl`) where the workgroup is a whole number of them. Elsewhere
+    /// each invocation loads its own.
     #[serde(default)]
     pub fused_subgroups: bool,
 }

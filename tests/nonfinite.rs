@@ -770,3 +770,61 @@ fn mha_nan_weights_poison_what_they_touch() {
         }
     }
 }
+
+/// The fused path with subgroups of 32 query rows (where the device shares keys among
+/// subgroup lanes; 45 rows, so that one subgroup is partly past the end) and 40 keys (two
+/// blocks and a half), d 8, dv 40 (two output vec4s for some lanes, one for others): a NaN
+/// key, scored by one lane only, poisons every row that sees it in every column; a
+/// non-finite value only its column, of the rows that see it; a +inf query its row.
+/// Against the reference, with and without the causal limit and a bool mask.
+#[test]
+fn sdpa_fused_subgroup_rows_nonfinite() {
+    let (b, hq, hkv, l, s, d, dv) = (1, 2, 1, 45, 40, 8, 40);
+    let mut rng = StdRng::seed_from_u64(11);
+    let clean = Sdpa {
+        q: random(&mut rng, &[b, hq, l, d], 1.0),
+        k: random(&mut rng, &[b, hkv, s, d], 1.0),
+        v: random(&mut rng, &[b, hkv, s, dv], 1.0),
+    };
+    let blocks_key_9 = Mask::bool([l, s], (0..l * s).map(|i| i % s != 9).collect()).unwrap();
+    // Keys 9 (behind the mask) and 16 (past the causal limit of rows 0–15, which walk it
+    // with their subgroup) have probability 0 where blocked: their non-finite values must
+    // not reach those rows.
+    type Spoil = fn(&mut Sdpa);
+    let poison: [(&str, Spoil); 6] = [
+        ("NaN key 21", |x| x.k.data[21 * 8 + 3] = f32::NAN),
+        ("NaN key 9", |x| x.k.data[9 * 8] = f32::NAN),
+        ("NaN value of key 30, column 37", |x| {
+            x.v.data[30 * 40 + 37] = f32::NAN
+        }),
+        ("+inf value of key 16, column 2", |x| {
+            x.v.data[16 * 40 + 2] = f32::INFINITY
+        }),
+        ("NaN value of key 9, column 8", |x| {
+            x.v.data[9 * 40 + 8] = f32::NAN
+        }),
+        ("+inf query row 33", |x| {
+            x.q.data[33 * 8 + 1] = f32::INFINITY
+        }),
+    ];
+    for (what, spoil) in poison {
+        let mut x = Sdpa {
+            q: clean.q.clone(),
+            k: clean.k.clone(),
+            v: clean.v.clone(),
+        };
+        spoil(&mut x);
+        for (mask, causal) in [
+            (None, None),
+            (None, Some(Causal::TopLeft)),
+            (Some(&blocks_key_9), None),
+        ] {
+            let (got, want) = sdpa_both(&x, mask, causal, AttentionPath::Fused);
+            check(
+                &format!("{what}, mask {}, causal {causal:?}", mask.is_some()),
+                &got,
+                &want,
+            );
+        }
+    }
+}

@@ -34,11 +34,12 @@ fn validate(name: &str, source: &str) -> naga::Module {
     if source.contains("enable f16;") {
         capabilities |= Capabilities::SHADER_FLOAT16;
     }
-    // Subgroup operations only in the kernels the crate builds where the device has them.
+    // Subgroup operations only in the kernels the crate builds where the device has them:
+    // the `_subgroup` variants and the fused kernel of 8-lane subgroups.
     if name
         .split_whitespace()
         .next()
-        .is_some_and(|n| n.ends_with("_subgroup"))
+        .is_some_and(|n| n.ends_with("_subgroup") || n == "fused_lanes")
     {
         capabilities |= Capabilities::SUBGROUP;
     }
@@ -91,6 +92,7 @@ fn tile_sizes_are_override_constants() {
             | "softmax_vec4_subgroup" => &["WG"],
             "fused" => &["WG_X", "D_VEC", "WG_Y", "BC", "KV_VEC"],
             "fused_direct" | "fused_direct_subgroup" => &["WG", "DV_VEC"],
+            "fused_lanes" => &["WG", "CPL"],
             _ => &[],
         };
         assert_eq!(overrides, expected, "{name}");

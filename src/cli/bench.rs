@@ -925,10 +925,14 @@ pub fn open(device: &DeviceArgs) -> Result<Gpu> {
     );
     let state = |on: bool| if on { "on" } else { "off" };
     println!(
-        "subgroup broadcasts: register-blocked rows {}, fused keys and values {} \
+        "subgroup broadcasts: register-blocked rows {}, fused {} \
          (on where the tuning asks, the device has subgroups and their width fits)",
         state(gpu.direct_subgroups()),
-        state(gpu.fused_subgroups()),
+        match gpu.fused_subgroup_width() {
+            Some(8) => "on (32 query rows per 8-lane subgroup)",
+            Some(_) => "on (keys and values)",
+            None => "off",
+        },
     );
     Ok(gpu)
 }

@@ -1,6 +1,7 @@
-//! `fused.wgsl` and `fused_direct.wgsl`: the whole attention core in one kernel
-//! (FlashAttention-2: key blocks walked with an online softmax; the score matrix is never
-//! stored), staged through workgroup memory or register-blocked.
+//! `fused.wgsl`, `fused_direct.wgsl` and `fused_lanes.wgsl`: the whole attention core in
+//! one kernel (FlashAttention-2: key blocks walked with an online softmax; the score matrix
+//! is never stored), staged through workgroup memory, register-blocked, or with 8-lane
+//! subgroups of 32 query rows.
 //!
 //! The workgroup shape depends on the head sizes (staged: one invocation column per eight
 //! value columns, one staged query row of `d` floats; register-blocked: the output rows each
@@ -152,6 +153,24 @@ fn direct_fixed_iterations(dv4: u64) -> u64 {
     4 * (4 * dv4 + 4) + 2
 }
 
+/// Keys per block of `fused_lanes.wgsl`: 2 per lane.
+pub const LANES_KEYS: u32 = 16;
+
+/// Loop iterations of `fused_lanes.wgsl` per block of 16 keys and walk, counting every loop
+/// as if none were unrolled: the block's own, the dot products (d/4), the masks (16 score
+/// vec4s × 4 rows), and per output vec4 of a lane (`columns`) the 16 value loads and 8
+/// groups of 4 rows.
+fn lanes_block_iterations(d4: u64, columns: u64) -> u64 {
+    1 + d4 + 16 * (1 + 4) + columns * (1 + 16 + 8 * (1 + 4))
+}
+
+/// Loop iterations of `fused_lanes.wgsl` outside its key blocks, in the worst case of two
+/// walks: starting the 32 rows in each (a loop over `columns` in each row), checking them
+/// after the first, saving or writing them once, and the walks' own.
+fn lanes_fixed_iterations(columns: u64) -> u64 {
+    4 * 32 * (1 + columns) + 2
+}
+
 /// Query rows below which the register-blocked fused kernel reads its own keys and values:
 /// 8 lanes of 4 rows. With fewer, sharing makes idle lanes walk the keys beside the busy
 /// ones (a lavapipe decode step, 1 query row: 122 ms shared against 104 unshared).
@@ -173,8 +192,13 @@ pub(crate) struct Variant {
     /// The register-blocked kernel: each invocation 4 query rows, keys 8 at a time.
     pub direct: bool,
     /// The register-blocked kernel with its keys and values shared among the lanes of a
-    /// subgroup (`fused_subgroup.wgsl`).
+    /// subgroup (`fused_subgroup.wgsl`), or — with `lanes` — the kernel whose 8-lane
+    /// subgroups each take 32 query rows.
     pub subgroups: bool,
+    /// `fused_lanes.wgsl`: each 8-lane subgroup takes 32 query rows, its lanes splitting
+    /// the keys of a block for the scores and the output columns for the values (needs
+    /// subgroups exactly 8 wide). `wg_y` counts invocations, a multiple of 8, and `bc` is 16.
+    pub lanes: bool,
 }
 
 /// (query rows, keys) per workgroup, most reuse of each staged key first. More query rows
@@ -206,6 +230,7 @@ impl Variant {
             bc,
             direct: false,
             subgroups: false,
+            lanes: false,
         })
     }
 
@@ -224,6 +249,7 @@ impl Variant {
             bc: 8,
             direct: true,
             subgroups: false,
+            lanes: false,
         };
         while variant.check(limits).is_err() && variant.wg_y > 4 {
             variant.wg_y /= 2;
@@ -232,16 +258,44 @@ impl Variant {
     }
 
     /// The register-blocked class for a call of `len_q` query rows with its keys and values
-    /// shared through subgroups where `width` is the device's widest subgroup (at least 8:
-    /// `None` where it may not share), the workgroup is a whole number of such subgroups,
-    /// so that every subgroup has lanes 0–7 to load the 8 keys (a workgroup of 12 on 8-wide
-    /// subgroups would leave a subgroup of 4), and the call has [`SHARED_ROWS`] rows.
-    pub fn sharing(self, width: Option<u32>, len_q: usize) -> Self {
-        let whole = width.is_some_and(|w| w >= 8 && self.wg_y.is_multiple_of(w));
-        Self {
-            subgroups: whole && self.direct && len_q >= SHARED_ROWS,
-            ..self
+    /// shared through subgroups, where `width` is the device's widest subgroup (at least 8:
+    /// `None` where it may not share) and the call has [`SHARED_ROWS`] rows:
+    /// - subgroups of exactly 8: `fused_lanes.wgsl`, its workgroup a whole number of them,
+    ///   halved while it does not fit `limits` (unshared where not even 8 fit);
+    /// - wider: `fused_subgroup.wgsl`, where the workgroup is a whole number of such
+    ///   subgroups, so that every subgroup has lanes 0–7 to load the 8 keys (a workgroup of
+    ///   12 on 8-wide subgroups would leave a subgroup of 4).
+    pub fn sharing(self, width: Option<u32>, len_q: usize, limits: &wgpu::Limits) -> Self {
+        let Some(width) = width.filter(|&w| w >= 8 && self.direct && len_q >= SHARED_ROWS) else {
+            return self;
+        };
+        if width > 8 {
+            return Self {
+                subgroups: self.wg_y.is_multiple_of(width),
+                ..self
+            };
         }
+        let mut lanes = Self {
+            wg_y: self.wg_y / 8 * 8,
+            bc: LANES_KEYS,
+            subgroups: true,
+            lanes: true,
+            ..self
+        };
+        while lanes.wg_y > 8 && lanes.check(limits).is_err() {
+            lanes.wg_y = (lanes.wg_y / 2).max(8) / 8 * 8;
+        }
+        if lanes.wg_y >= 8 && lanes.check(limits).is_ok() {
+            lanes
+        } else {
+            self
+        }
+    }
+
+    /// `fused_lanes.wgsl`'s output vec4s per lane and row: the output row's vec4s among 8
+    /// lanes.
+    pub fn lanes_columns(&self) -> u32 {
+        self.d_vec.div_ceil(8)
     }
 
     /// Most keys one invocation may walk in one dispatch where the driver stops an
@@ -252,8 +306,19 @@ impl Variant {
             return KEYS_UNDER_LOOP_CAP;
         }
         let (d4, dv4) = ((d / 4) as u64, (dv / 4) as u64);
-        let blocks = cap.saturating_sub(direct_fixed_iterations(dv4))
-            / (2 * direct_block_iterations(d4, dv4));
+        let (fixed, per_block) = if self.lanes {
+            let columns = self.lanes_columns() as u64;
+            (
+                lanes_fixed_iterations(columns),
+                lanes_block_iterations(d4, columns),
+            )
+        } else {
+            (
+                direct_fixed_iterations(dv4),
+                direct_block_iterations(d4, dv4),
+            )
+        };
+        let blocks = cap.saturating_sub(fixed) / (2 * per_block);
         (blocks.clamp(1, (u32::MAX / self.bc) as u64) as u32) * self.bc
     }
 
@@ -309,6 +374,11 @@ impl Variant {
     /// probabilities, six per-row statistics, three per-invocation partials, and three
     /// scalar flags (each variable counts rounded up to 16 bytes, as WebGPU counts them).
     pub fn workgroup_bytes(&self) -> u32 {
+        if self.lanes {
+            // Per invocation: 32 rows of its output columns, 16 vec4s of probabilities and
+            // 8 of shrink factors.
+            return (32 * self.lanes_columns() + 24) * self.invocations() * 16;
+        }
         if self.direct {
             // Four output rows per invocation.
             return 4 * self.d_vec * self.invocations() * 16;
@@ -370,13 +440,18 @@ pub(crate) fn build_combine(device: &wgpu::Device, storage: Storage) -> Kernel {
 /// Builds the pipeline of one class and storage.
 pub(crate) fn build(device: &wgpu::Device, variant: Variant, storage: Storage) -> Kernel {
     let (name, constants) = if variant.direct {
-        let shape = [("WG", variant.wg_y), ("DV_VEC", variant.d_vec)];
-        let name = if variant.subgroups {
-            "fused_direct_subgroup"
+        if variant.lanes {
+            let shape = [("WG", variant.wg_y), ("CPL", variant.lanes_columns())];
+            ("fused_lanes", shape.to_vec())
         } else {
-            "fused_direct"
-        };
-        (name, shape.to_vec())
+            let shape = [("WG", variant.wg_y), ("DV_VEC", variant.d_vec)];
+            let name = if variant.subgroups {
+                "fused_direct_subgroup"
+            } else {
+                "fused_direct"
+            };
+            (name, shape.to_vec())
+        }
     } else {
         let shape = [
             ("WG_X", variant.wg_x),
@@ -560,6 +635,55 @@ mod tests {
             .unwrap()
             .keys_under_loop_cap(cap, 64, 64);
         assert!(keys > KEYS_UNDER_LOOP_CAP, "{keys}");
+    }
+
+    /// The 8-lane subgroup kernel's runs stay under llvmpipe's cap in the worst case, counted
+    /// loop by loop as `fused_lanes.wgsl` has them, and are whole blocks of 16 keys; its
+    /// workgroup halves to fit workgroup memory, and stays unshared where 8 do not fit or
+    /// the subgroups are not 8 wide, or the call has fewer than 32 rows.
+    #[test]
+    fn subgroup_rows_kernel_runs_and_workgroups() {
+        let cap = 65535;
+        let limits = wgpu::Limits {
+            max_compute_workgroup_storage_size: 32 << 10,
+            ..Default::default()
+        };
+        let lanes = |wg, d, dv| {
+            Variant::direct(wg, d, dv, &limits).map(|v| v.sharing(Some(8), 64, &limits))
+        };
+        for (d, dv) in [(8, 8), (64, 64), (128, 128), (64, 40)] {
+            let variant = lanes(16, d, dv).unwrap();
+            assert!(
+                variant.lanes && variant.wg_y.is_multiple_of(8),
+                "{variant:?}"
+            );
+            let keys = variant.keys_under_loop_cap(cap, d, dv) as u64;
+            assert!(
+                keys.is_multiple_of(16) && keys >= 256,
+                "d {d} dv {dv}: {keys}"
+            );
+            let columns = (dv as u64 / 4).next_power_of_two().div_ceil(8);
+            // Starting the 32 rows (each a loop over its columns) in both walks, checking
+            // them once, saving or writing them once.
+            let rows = 32 * (1 + columns);
+            // Per block: its own iteration, the dot products, the masks (16 vec4s of 4
+            // scores), and per column the 16 value loads and 8 groups of 4 rows.
+            let per_block = 1 + d as u64 / 4 + 16 * 5 + columns * (1 + 16 + 8 * 5);
+            let worst = 2 + 2 * (rows + keys / 16 * per_block) + 2 * rows;
+            assert!(
+                worst <= cap,
+                "d {d} dv {dv}: {keys} keys, {worst} iterations"
+            );
+        }
+        assert_eq!(lanes(16, 64, 64).unwrap().wg_y, 16); // (64 + 24) vec4s × 16 = 22 KiB
+        assert_eq!(lanes(16, 64, 128).unwrap().wg_y, 8); // 152 vec4s × 8 = 19 KiB
+        assert_eq!(lanes(12, 64, 64).unwrap().wg_y, 8);
+        assert!(!lanes(16, 64, 512).unwrap().lanes); // 536 vec4s × 8 = 67 KiB
+        let direct = Variant::direct(16, 64, 64, &limits).unwrap();
+        assert!(!direct.sharing(Some(4), 64, &limits).subgroups);
+        assert!(!direct.sharing(Some(8), SHARED_ROWS - 1, &limits).subgroups);
+        let wide = direct.sharing(Some(16), 64, &limits);
+        assert!(wide.subgroups && !wide.lanes);
     }
 
     /// The register-blocked workgroup shrinks until its output rows fit workgroup memory:

@@ -58,6 +58,7 @@ mod source {
     pub const FUSED_DIRECT: &str = include_str!("../../shaders/fused_direct.wgsl");
     pub const FUSED_OWN: &str = include_str!("../../shaders/fused_own.wgsl");
     pub const FUSED_SUBGROUP: &str = include_str!("../../shaders/fused_subgroup.wgsl");
+    pub const FUSED_LANES: &str = include_str!("../../shaders/fused_lanes.wgsl");
     pub const FUSED_COMBINE: &str = include_str!("../../shaders/fused_combine.wgsl");
 }
 
@@ -110,7 +111,7 @@ impl Storage {
 }
 
 /// The kernels whose operands have a storage type.
-pub const STORED_KERNELS: [&str; 13] = [
+pub const STORED_KERNELS: [&str; 14] = [
     "linear",
     "linear_direct",
     "linear_direct_subgroup",
@@ -123,12 +124,13 @@ pub const STORED_KERNELS: [&str; 13] = [
     "fused",
     "fused_direct",
     "fused_direct_subgroup",
+    "fused_lanes",
     "fused_combine",
 ];
 
 /// The complete WGSL source of shader `name` (one of [`SHADER_NAMES`]: the kernels of
-/// [`KERNEL_NAMES`], and their variants, which run under those names — `fused_direct` and
-/// `fused_combine` as `fused`; `linear_direct`, `qk_direct`, `av_direct` and their
+/// [`KERNEL_NAMES`], and their variants, which run under those names — `fused_direct`,
+/// `fused_direct_subgroup`, `fused_lanes` and `fused_combine` as `fused`; `linear_direct`, `qk_direct`, `av_direct` and their
 /// `_subgroup` variants as `linear`, `qk` and `av`; `softmax_vec4`, `softmax_rows` and the `_subgroup` merges as `softmax`)
 /// as handed to the device; `storage` applies to the kernels of [`STORED_KERNELS`] and is
 /// ignored by the rest.
@@ -268,6 +270,16 @@ pub fn shader_source(name: &str, storage: Storage) -> Option<String> {
             source::FUSED_SUBGROUP,
         ]
         .concat(),
+        "fused_lanes" => [
+            prelude,
+            source::FLOAT,
+            source::HEADS,
+            source::MASKS,
+            source::FUSED_PARAMS,
+            source::LANES8,
+            source::FUSED_LANES,
+        ]
+        .concat(),
         "fused_combine" => [prelude, source::FLOAT, source::HEADS, source::FUSED_COMBINE].concat(),
         _ => return None,
     })
@@ -284,7 +296,7 @@ fn direct_entry(name: &str) -> [&'static str; 2] {
 }
 
 /// Every shader the crate builds pipelines from, by [`shader_source`] name.
-pub const SHADER_NAMES: [&str; 19] = [
+pub const SHADER_NAMES: [&str; 20] = [
     "linear",
     "linear_direct",
     "linear_direct_subgroup",
@@ -303,6 +315,7 @@ pub const SHADER_NAMES: [&str; 19] = [
     "fused",
     "fused_direct",
     "fused_direct_subgroup",
+    "fused_lanes",
     "fused_combine",
 ];
 
@@ -640,10 +653,10 @@ fn softmax_subgroups(device: &wgpu::Device, tuning: &Tuning) -> bool {
     tuning.softmax_subgroups && device.features().contains(wgpu::Features::SUBGROUP)
 }
 
-/// The widest subgroup of `device` where the register-blocked fused kernel may share keys
-/// and values through subgroups: where the tuning asks for it, the device has subgroup
-/// operations and its subgroups are at least the 8 lanes that load them
-/// (`fused_subgroup.wgsl`). A workgroup must be a whole number of these
+/// The widest subgroup of `device` where the fused path may share loads through
+/// subgroups: where the tuning asks for it, the device has subgroup operations and its
+/// subgroups are at least the 8 lanes that load them. 8 (all subgroups exactly 8 wide):
+/// `fused_lanes.wgsl`; wider: `fused_subgroup.wgsl`, a workgroup a whole number of these
 /// ([`fused::Variant::sharing`]).
 fn fused_subgroup_width(device: &wgpu::Device, tuning: &Tuning) -> Option<u32> {
     let info = device.adapter_info();

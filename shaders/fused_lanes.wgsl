@@ -1,0 +1,532 @@
+// Fused attention with a subgroup of 8 lanes working as one: O = softmax(Q·Kᵀ·scale +
+// masks)·V by the online softmax of FlashAttention-2, for devices whose subgroups are
+// exactly 8 wide (lavapipe). Each subgroup owns 32 query rows and walks their keys 16 at a
+// time, with no barriers (each invocation touches only its own part of workgroup memory):
+//   - scores: lane j takes keys s0 + j and s0 + 8 + j against all 32 rows. It loads query
+//     rows j, 8 + j, 16 + j and 24 + j and the subgroup broadcasts them (lanes8.wgsl), so a
+//     step of 4 along the depth costs each lane 4 query loads and 2 key loads for 64 dot
+//     products, and no score is ever stored;
+//   - softmax: each row's block max comes from subgroupMax, so the running max is the same
+//     in every lane; each lane sums only its own keys' probabilities (rescaled as the max
+//     moves) and the subgroup adds the sums up once, at the end;
+//   - values: lane j owns the output columns 4·(j + 8i) .. + 4 of all 32 rows. It loads
+//     its columns of the block's 16 value rows once, and the probabilities of each key
+//     come by broadcast from the lane that scored it: 16 keys are added to 4 outputs per
+//     round trip to workgroup memory.
+// fused_direct.wgsl, by contrast, loads every query row anew per block and takes its
+// outputs to workgroup memory and back for every 8 keys: on lavapipe, where a load costs a
+// per-lane loop and a broadcast a register move, this kernel ran bert-base's core 1.6×
+// faster.
+//
+// Needs vec4 loads (head sizes, offsets and strides of Q, K and V that are multiples of 4)
+// and subgroups of exactly 8 lanes, the workgroup a whole number of them. Modes 0 and 3–5
+// of fused_params.wgsl (whole rows of keys, or runs of keys with the rows' state carried in
+// `partial`); fused.wgsl serves split keys.
+//
+// Every lane must reach each subgroup operation: the subgroup's rows share one walk (to the
+// causal limit of its last row; keys past a row's own limit are masked), walk again together
+// and return early only together.
+//
+// Non-finite values, as fused_direct.wgsl: the products run blindly, and a subgroup whose
+// rows end non-finite (other than rows that are NaN anyway) walks its keys again with the
+// careful product (fma_unless_zero), so a key of probability 0 contributes nothing even
+// when its value is not finite. A row with a NaN or +inf score is written as NaN: the lane
+// that meets it leaves that key out of its steps (as -inf) and flags the row, and the flags
+// are merged over the lanes. Rows that see no key are written as zeros.
+//
+// The storage prelude names `Elem` and `Out`; float.wgsl, heads.wgsl, masks.wgsl,
+// fused_params.wgsl and lanes8.wgsl (prepended) supply the float helpers, the heads, the
+// masks, the parameters and the broadcasts.
+
+@group(0) @binding(1) var<storage, read> q: array<vec4<Elem>>;
+@group(0) @binding(2) var<storage, read> k: array<vec4<Elem>>;
+@group(0) @binding(3) var<storage, read> v: array<vec4<Elem>>;
+
+override WG: u32 = 16u;  // invocations per workgroup: a whole number of 8-lane subgroups
+override CPL: u32 = 2u;  // output vec4s per lane and row: ceil(dv / 32)
+
+const ROWS: u32 = 32u;   // query rows per subgroup
+const KEYS: u32 = 16u;   // keys per block
+
+// The 32 rows are taken in 8 groups of 4 (group g: rows 4g .. 4g + 4, one per component).
+// What each block's steps keep per group is in registers: private arrays indexed only by
+// constants, the group spelled out in each call (softmax_group(0u) .. (7u)). On lavapipe one
+// index computed at run time moves the whole array out of registers, and a loop the
+// compiler must unroll for its indices to be constant costs compile time (a version with
+// the outputs in registers compiled for 14 s and ran 8× slower): the outputs, which loops
+// of run-time bounds visit, live in workgroup memory instead, and so does the state at the
+// walk's start and end, which loops over rows visit.
+var<private> lane: u32;
+var<private> slot: u32; // the invocation's index in its workgroup
+// The block's scores, then probabilities: sc[g] for the lane's first key, sc[8 + g] for
+// its second.
+var<private> sc: array<vec4<f32>, 16>;
+// Per group: the running max (the same in every lane), this lane's part of the running
+// sum, and whether a row met a NaN or +inf score (in this lane, until merged).
+var<private> row_max: array<vec4<f32>, 8>;
+var<private> row_sum: array<vec4<f32>, 8>;
+var<private> row_bad: array<vec4<bool>, 8>;
+
+// This invocation's outputs: row r's vec4 (lane + 8i) at acc[acc_at(r, i)].
+var<workgroup> acc: array<vec4<f32>, ROWS * CPL * WG>;
+// The block's probabilities as sc holds them, and each group's factor of shrinking; at the
+// walk's start and end, the rows' max and sum (in `probs`) and flags (in `shrinks`).
+var<workgroup> probs: array<vec4<f32>, 16 * WG>;
+var<workgroup> shrinks: array<vec4<f32>, 8 * WG>;
+
+fn acc_at(r: u32, i: u32) -> u32 {
+    return (r + ROWS * i) * WG + slot;
+}
+
+// What a subgroup's walk needs beside the lane's state.
+struct Walk {
+    hd: Head,
+    z: u32,
+    zs: u32,        // batch × heads: the launch's z extent
+    m0: u32,        // the subgroup's first query row
+    last_row: u32,  // its last row that exists
+    dv4: u32,
+    // Scores of a block: its two keys in this lane, and whether they need the masks.
+    key_a: u32,
+    key_b: u32,
+    masked: bool,
+}
+
+fn poisons4(x: vec4<f32>) -> vec4<bool> {
+    return vec4<bool>(poisons_row(x.x), poisons_row(x.y), poisons_row(x.z), poisons_row(x.w));
+}
+
+fn neg_inf4(x: vec4<f32>) -> vec4<bool> {
+    return bitcast<vec4<u32>>(x) == vec4<u32>(0xff800000u);
+}
+
+// The row of group g, component c, that exists (rows past the end repeat the last).
+fn row_of(w: Walk, g: u32, c: u32) -> u32 {
+    return min(w.m0 + 4u * g + c, w.last_row);
+}
+
+// The 32 rows' scores of the keys whose rows start at vec4s `key_a` and `key_b`, unscaled,
+// into sc: lane j loads vec4 t of rows j, 8 + j, 16 + j, 24 + j (`rows`) and the subgroup
+// shares them.
+fn dot_keys(rows: vec4<u32>, key_a: u32, key_b: u32, steps: u32) {
+    var s: array<vec4<f32>, 16>;
+    for (var t = 0u; t < steps; t++) {
+        let ka = vec4<f32>(k[key_a + t]);
+        let kb = vec4<f32>(k[key_b + t]);
+        let x0 = from_lanes8(vec4<f32>(q[rows.x + t]));
+        s[0] = dots(s[0], ka, x0[0], x0[1], x0[2], x0[3]);
+        s[1] = dots(s[1], ka, x0[4], x0[5], x0[6], x0[7]);
+        s[8] = dots(s[8], kb, x0[0], x0[1], x0[2], x0[3]);
+        s[9] = dots(s[9], kb, x0[4], x0[5], x0[6], x0[7]);
+        let x1 = from_lanes8(vec4<f32>(q[rows.y + t]));
+        s[2] = dots(s[2], ka, x1[0], x1[1], x1[2], x1[3]);
+        s[3] = dots(s[3], ka, x1[4], x1[5], x1[6], x1[7]);
+        s[10] = dots(s[10], kb, x1[0], x1[1], x1[2], x1[3]);
+        s[11] = dots(s[11], kb, x1[4], x1[5], x1[6], x1[7]);
+        let x2 = from_lanes8(vec4<f32>(q[rows.z + t]));
+        s[4] = dots(s[4], ka, x2[0], x2[1], x2[2], x2[3]);
+        s[5] = dots(s[5], ka, x2[4], x2[5], x2[6], x2[7]);
+        s[12] = dots(s[12], kb, x2[0], x2[1], x2[2], x2[3]);
+        s[13] = dots(s[13], kb, x2[4], x2[5], x2[6], x2[7]);
+        let x3 = from_lanes8(vec4<f32>(q[rows.w + t]));
+        s[6] = dots(s[6], ka, x3[0], x3[1], x3[2], x3[3]);
+        s[7] = dots(s[7], ka, x3[4], x3[5], x3[6], x3[7]);
+        s[14] = dots(s[14], kb, x3[0], x3[1], x3[2], x3[3]);
+        s[15] = dots(s[15], kb, x3[4], x3[5], x3[6], x3[7]);
+    }
+    let f = p.scale;
+    sc = array<vec4<f32>, 16>(
+        s[0] * f, s[1] * f, s[2] * f, s[3] * f, s[4] * f, s[5] * f, s[6] * f, s[7] * f,
+        s[8] * f, s[9] * f, s[10] * f, s[11] * f, s[12] * f, s[13] * f, s[14] * f, s[15] * f,
+    );
+}
+
+// The block's scores through the masks and the causal limit where `w.masked`
+// (keys past the end -inf): in workgroup memory, rows and keys taken in a loop.
+fn mask_block(w: Walk) {
+    if w.masked {
+        stash_scores();
+        // One loop over the 16 vec4s' 64 scores: too long for the compiler to unroll, which
+        // would spell out 64 copies of the masks' reads (on lavapipe 0.6 s of compiling).
+        for (var e = 0u; e < 64u; e++) {
+            let j = e / 4u;
+            let c = e % 4u;
+            let key = select(w.key_a, w.key_b, j >= 8u);
+            var x = neg_inf();
+            if key < p.cols {
+                x = masked_score(probs[j * WG + slot][c], w.hd, row_of(w, j % 8u, c), key);
+            }
+            probs[j * WG + slot][c] = x;
+        }
+        sc = array<vec4<f32>, 16>(
+        probs[slot], probs[WG + slot], probs[2u * WG + slot], probs[3u * WG + slot],
+        probs[4u * WG + slot], probs[5u * WG + slot], probs[6u * WG + slot],
+        probs[7u * WG + slot], probs[8u * WG + slot], probs[9u * WG + slot],
+        probs[10u * WG + slot], probs[11u * WG + slot], probs[12u * WG + slot],
+        probs[13u * WG + slot], probs[14u * WG + slot], probs[15u * WG + slot],
+        );
+    }
+}
+
+fn stash_scores() {
+    probs[slot] = sc[0];
+    probs[WG + slot] = sc[1];
+    probs[2u * WG + slot] = sc[2];
+    probs[3u * WG + slot] = sc[3];
+    probs[4u * WG + slot] = sc[4];
+    probs[5u * WG + slot] = sc[5];
+    probs[6u * WG + slot] = sc[6];
+    probs[7u * WG + slot] = sc[7];
+    probs[8u * WG + slot] = sc[8];
+    probs[9u * WG + slot] = sc[9];
+    probs[10u * WG + slot] = sc[10];
+    probs[11u * WG + slot] = sc[11];
+    probs[12u * WG + slot] = sc[12];
+    probs[13u * WG + slot] = sc[13];
+    probs[14u * WG + slot] = sc[14];
+    probs[15u * WG + slot] = sc[15];
+}
+
+// Group g's online-softmax step over the block: its running max, sum and flags moved on,
+// its probabilities and its factor of shrinking into workgroup memory for add_values.
+fn softmax_group(g: u32) {
+    var sa = sc[g];
+    var sb = sc[8u + g];
+    // A NaN or +inf score makes its row NaN: flag it, and leave the key out.
+    let bad_a = poisons4(sa);
+    let bad_b = poisons4(sb);
+    row_bad[g] = row_bad[g] | bad_a | bad_b;
+    sa = select(sa, vec4<f32>(neg_inf()), bad_a);
+    sb = select(sb, vec4<f32>(neg_inf()), bad_b);
+
+    let max_old = row_max[g];
+    let max_new = max(max_old, subgroupMax(max(sa, sb)));
+    // Where a row has seen nothing yet, exp(−inf − 0) = 0.
+    let pivot = select(max_new, vec4<f32>(0.0), neg_inf4(max_new));
+    let shrink = exp(max_old - pivot);
+    let pa = exp(sa - pivot);
+    let pb = exp(sb - pivot);
+    row_max[g] = max_new;
+    row_sum[g] = row_sum[g] * shrink + pa + pb;
+    probs[g * WG + slot] = pa;
+    probs[(8u + g) * WG + slot] = pb;
+    shrinks[g * WG + slot] = shrink;
+}
+
+// x plus 16 keys' probabilities — pa[L][c] for key L, pb[L][c] for key 8 + L — times their
+// values vals[key], key by key; with `careful`, a probability of 0 adds nothing.
+fn add16(
+    x0: vec4<f32>, pa: array<vec4<f32>, 8>, pb: array<vec4<f32>, 8>, c: u32,
+    vals: array<vec4<f32>, 16>, careful: bool,
+) -> vec4<f32> {
+    var x = x0;
+    if careful {
+        x = fma_unless_zero(pa[0][c], vals[0], x);
+        x = fma_unless_zero(pa[1][c], vals[1], x);
+        x = fma_unless_zero(pa[2][c], vals[2], x);
+        x = fma_unless_zero(pa[3][c], vals[3], x);
+        x = fma_unless_zero(pa[4][c], vals[4], x);
+        x = fma_unless_zero(pa[5][c], vals[5], x);
+        x = fma_unless_zero(pa[6][c], vals[6], x);
+        x = fma_unless_zero(pa[7][c], vals[7], x);
+        x = fma_unless_zero(pb[0][c], vals[8], x);
+        x = fma_unless_zero(pb[1][c], vals[9], x);
+        x = fma_unless_zero(pb[2][c], vals[10], x);
+        x = fma_unless_zero(pb[3][c], vals[11], x);
+        x = fma_unless_zero(pb[4][c], vals[12], x);
+        x = fma_unless_zero(pb[5][c], vals[13], x);
+        x = fma_unless_zero(pb[6][c], vals[14], x);
+        return fma_unless_zero(pb[7][c], vals[15], x);
+    }
+    x = fma(vec4<f32>(pa[0][c]), vals[0], x);
+    x = fma(vec4<f32>(pa[1][c]), vals[1], x);
+    x = fma(vec4<f32>(pa[2][c]), vals[2], x);
+    x = fma(vec4<f32>(pa[3][c]), vals[3], x);
+    x = fma(vec4<f32>(pa[4][c]), vals[4], x);
+    x = fma(vec4<f32>(pa[5][c]), vals[5], x);
+    x = fma(vec4<f32>(pa[6][c]), vals[6], x);
+    x = fma(vec4<f32>(pa[7][c]), vals[7], x);
+    x = fma(vec4<f32>(pb[0][c]), vals[8], x);
+    x = fma(vec4<f32>(pb[1][c]), vals[9], x);
+    x = fma(vec4<f32>(pb[2][c]), vals[10], x);
+    x = fma(vec4<f32>(pb[3][c]), vals[11], x);
+    x = fma(vec4<f32>(pb[4][c]), vals[12], x);
+    x = fma(vec4<f32>(pb[5][c]), vals[13], x);
+    x = fma(vec4<f32>(pb[6][c]), vals[14], x);
+    return fma(vec4<f32>(pb[7][c]), vals[15], x);
+}
+
+// The block's 16 keys s0 .. s0 + 16 (key s0 + L scored by lane L, s0 + 8 + L by lane L
+// too) added to every output of the lane, shrunk first as the running max moved.
+fn add_values(s0: u32, v_base: u32, v_row: u32, dv4: u32, careful: bool) {
+    let last = p.cols - 1u;
+    for (var i = 0u; i < CPL; i++) {
+        // This lane's column (lane + 8i) of the 16 value rows.
+        let col = v_base + min(lane + 8u * i, dv4 - 1u);
+        var vals: array<vec4<f32>, 16>;
+        for (var key = 0u; key < 16u; key++) {
+            vals[key] = vec4<f32>(v[col + min(s0 + key, last) * v_row]);
+        }
+        for (var g = 0u; g < 8u; g++) {
+            let pa = from_lanes8(probs[g * WG + slot]);
+            let pb = from_lanes8(probs[(8u + g) * WG + slot]);
+            let shrink = shrinks[g * WG + slot];
+            for (var c = 0u; c < 4u; c++) {
+                let a = acc_at(4u * g + c, i);
+                acc[a] = add16(acc[a] * shrink[c], pa, pb, c, vals, careful);
+            }
+        }
+    }
+}
+
+// Row r's running max, sum and flag where the row-wise steps (the walk's start and end)
+// keep them: in workgroup memory, the max and sum in `probs`, the flag in `shrinks`.
+fn max_at(r: u32) -> u32 {
+    return (r / 4u) * WG + slot;
+}
+
+fn sum_at(r: u32) -> u32 {
+    return (8u + r / 4u) * WG + slot;
+}
+
+// Group g's state from workgroup memory into registers, and back.
+fn unstash(g: u32) {
+    row_max[g] = probs[g * WG + slot];
+    row_sum[g] = probs[(8u + g) * WG + slot];
+    row_bad[g] = shrinks[g * WG + slot] != vec4<f32>(0.0);
+}
+
+fn stash(g: u32) {
+    probs[g * WG + slot] = row_max[g];
+    probs[(8u + g) * WG + slot] = row_sum[g];
+    shrinks[g * WG + slot] = select(vec4<f32>(0.0), vec4<f32>(1.0), row_bad[g]);
+}
+
+// Group g's flags and sums merged over the lanes.
+fn merge_group(g: u32) {
+    let flags = subgroupMax(select(vec4<u32>(0u), vec4<u32>(1u), row_bad[g]));
+    row_bad[g] = flags != vec4<u32>(0u);
+    row_sum[g] = subgroupAdd(row_sum[g]);
+}
+
+fn merge_and_stash() {
+    merge_group(0u);
+    merge_group(1u);
+    merge_group(2u);
+    merge_group(3u);
+    merge_group(4u);
+    merge_group(5u);
+    merge_group(6u);
+    merge_group(7u);
+    stash(0u);
+    stash(1u);
+    stash(2u);
+    stash(3u);
+    stash(4u);
+    stash(5u);
+    stash(6u);
+    stash(7u);
+}
+
+// The rows before the first block: nothing seen, or the state the previous run of keys
+// saved (its sum in lane 0, since the lanes' parts are added up at the end).
+fn start_rows(w: Walk, resumes: bool) {
+    for (var r = 0u; r < ROWS; r++) {
+        let l = min(w.m0 + r, w.last_row);
+        var x = vec3<f32>(neg_inf(), 0.0, 0.0);
+        if resumes {
+            let st = partial_stats(0u, w.z, l, w.zs);
+            x = vec3<f32>(partial[st], select(0.0, partial[st + 1u], lane == 0u), partial[st + 2u]);
+        }
+        probs[max_at(r)][r % 4u] = x.x;
+        probs[sum_at(r)][r % 4u] = x.y;
+        shrinks[max_at(r)][r % 4u] = x.z;
+        let at = partial_out(0u, w.z, l, w.zs);
+        for (var i = 0u; i < CPL; i++) {
+            var y = vec4<f32>(0.0);
+            if resumes {
+                let o = at + 4u * min(lane + 8u * i, w.dv4 - 1u);
+                y = vec4<f32>(partial[o], partial[o + 1u], partial[o + 2u], partial[o + 3u]);
+            }
+            acc[acc_at(r, i)] = y;
+        }
+    }
+    unstash(0u);
+    unstash(1u);
+    unstash(2u);
+    unstash(3u);
+    unstash(4u);
+    unstash(5u);
+    unstash(6u);
+    unstash(7u);
+}
+
+// Whether the rows, other than those that are NaN anyway, are finite in this lane's
+// columns (after merge_and_stash).
+fn rows_finite() -> bool {
+    var finite = true;
+    for (var r = 0u; r < ROWS; r++) {
+        if shrinks[max_at(r)][r % 4u] == 0.0 {
+            for (var i = 0u; i < CPL; i++) {
+                finite = finite && all_finite(acc[acc_at(r, i)]);
+            }
+        }
+    }
+    return finite;
+}
+
+// The rows' state, for the next run of keys to go on from (after merge_and_stash).
+fn save_rows(w: Walk) {
+    for (var r = 0u; r < ROWS; r++) {
+        let l = w.m0 + r;
+        if l >= p.rows {
+            break;
+        }
+        let at = partial_out(0u, w.z, l, w.zs);
+        for (var i = 0u; i < CPL; i++) {
+            let col = lane + 8u * i;
+            if col < w.dv4 {
+                let x = acc[acc_at(r, i)];
+                partial[at + 4u * col] = x.x;
+                partial[at + 4u * col + 1u] = x.y;
+                partial[at + 4u * col + 2u] = x.z;
+                partial[at + 4u * col + 3u] = x.w;
+            }
+        }
+        if lane == 0u {
+            let st = partial_stats(0u, w.z, l, w.zs);
+            partial[st] = probs[max_at(r)][r % 4u];
+            partial[st + 1u] = probs[sum_at(r)][r % 4u];
+            partial[st + 2u] = shrinks[max_at(r)][r % 4u];
+        }
+    }
+}
+
+// The rows normalised into `o` (after merge_and_stash): a row that saw
+// nothing (sum 0) as zeros, a flagged row as NaN.
+fn write_rows(w: Walk) {
+    let hd = w.hd;
+    let o_base = p.o_offset + hd.batch * p.o_stride_b + hd.head_q * p.o_stride_h;
+    for (var r = 0u; r < ROWS; r++) {
+        let l = w.m0 + r;
+        if l >= p.rows {
+            break;
+        }
+        let sum = probs[sum_at(r)][r % 4u];
+        var inv = 1.0 / sum;
+        if sum == 0.0 {
+            inv = 0.0;
+        }
+        if shrinks[max_at(r)][r % 4u] != 0.0 {
+            inv = nan();
+        }
+        let at = o_base + l * p.o_stride_l;
+        for (var i = 0u; i < CPL; i++) {
+            let col = lane + 8u * i;
+            if col < w.dv4 {
+                let x = acc[acc_at(r, i)] * inv;
+                o[at + 4u * col] = Out(x.x);
+                o[at + 4u * col + 1u] = Out(x.y);
+                o[at + 4u * col + 2u] = Out(x.z);
+                o[at + 4u * col + 3u] = Out(x.w);
+            }
+        }
+    }
+}
+
+@compute @workgroup_size(WG, 1, 1)
+fn main(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) t: u32,
+    @builtin(subgroup_id) subgroup: u32,
+    @builtin(subgroup_invocation_id) invocation: u32,
+) {
+    lane = invocation;
+    slot = t;
+    let m0 = ((p.block0 + wg.x) * (WG / 8u) + subgroup) * ROWS;
+    if m0 >= p.rows {
+        return; // the whole subgroup
+    }
+    var w: Walk;
+    w.z = wg.z;
+    w.zs = groups.z;
+    w.hd = head_of(wg.z, 0u, p.heads_q, p.group);
+    w.m0 = m0;
+    w.last_row = min(m0 + ROWS - 1u, p.rows - 1u);
+    w.dv4 = p.depth_v / 4u;
+    let hd = w.hd;
+    // In vec4s: this head's rows of Q, K and V.
+    let q_row = p.q_stride_l / 4u;
+    let q_base = (p.q_offset + hd.batch * p.q_stride_b + hd.head_q * p.q_stride_h) / 4u;
+    let k_row = p.k_stride_s / 4u;
+    let k_base = (p.k_offset + hd.batch * p.k_stride_b + hd.head_kv * p.k_stride_h) / 4u;
+    let v_row = p.v_stride_s / 4u;
+    let v_base = (p.v_offset + hd.batch * p.v_stride_b + hd.head_kv * p.v_stride_h) / 4u;
+    // The query rows this lane loads for the subgroup.
+    let rows = vec4<u32>(
+        q_base + min(m0 + lane, w.last_row) * q_row,
+        q_base + min(m0 + 8u + lane, w.last_row) * q_row,
+        q_base + min(m0 + 16u + lane, w.last_row) * q_row,
+        q_base + min(m0 + 24u + lane, w.last_row) * q_row,
+    );
+
+    // Keys past the causal limit of the last row are not visited; keys before `open_end`
+    // are visible to all 32 rows, unmasked.
+    var kv_end = p.cols;
+    var open_end = p.cols;
+    if (p.flags & 4u) != 0u {
+        kv_end = u32(clamp(i32(w.last_row) + p.causal_offset + 1, 0, i32(p.cols)));
+        open_end = u32(clamp(i32(m0) + p.causal_offset + 1, 0, i32(p.cols)));
+    }
+    if (p.flags & 3u) != 0u {
+        open_end = 0u;
+    }
+    // Modes 3–5: this dispatch's run of keys (empty past the causal limit).
+    var kv_begin = 0u;
+    if p.mode >= 3u {
+        kv_begin = min(p.run * p.split_len, kv_end);
+        kv_end = min(kv_begin + p.split_len, kv_end);
+    }
+    let resumes = p.mode == 4u || p.mode == 5u;
+
+    for (var walk = 0u; walk < 2u; walk++) {
+        let careful = walk == 1u;
+        start_rows(w, resumes);
+        for (var s0 = kv_begin; s0 < kv_end; s0 += KEYS) {
+            w.key_a = s0 + lane;
+            w.key_b = s0 + 8u + lane;
+            w.masked = s0 + KEYS > open_end;
+            dot_keys(
+                rows,
+                k_base + min(w.key_a, p.cols - 1u) * k_row,
+                k_base + min(w.key_b, p.cols - 1u) * k_row,
+                p.depth / 4u,
+            );
+            mask_block(w);
+            softmax_group(0u);
+            softmax_group(1u);
+            softmax_group(2u);
+            softmax_group(3u);
+            softmax_group(4u);
+            softmax_group(5u);
+            softmax_group(6u);
+            softmax_group(7u);
+            add_values(s0, v_base, v_row, w.dv4, careful);
+        }
+        // The lanes' flags and sums merged (once in the code: each copy of the stashing
+        // costs compile time). A row that is not NaN anyway and ended non-finite met a
+        // non-finite value: walk again, carefully.
+        merge_and_stash();
+        if careful || subgroupAll(rows_finite()) {
+            break;
+        }
+    }
+
+    // Modes 3 and 4: the state the next run goes on from.
+    if p.mode == 3u || p.mode == 4u {
+        save_rows(w);
+    } else {
+        write_rows(w);
+    }
+}
