@@ -319,7 +319,11 @@ impl CorePlan {
                         .iter()
                         .all(|n| n.is_multiple_of(4));
                 let fused_skips_work = dims.len_q <= 4 && !blocked;
-                if fused_fits && (tuning.prefer_fused || fused_skips_work) {
+                // A preference for the fused kernel is measured on calls of many query rows:
+                // below one subgroup's 32 rows the fused kernel shares nothing, and where the
+                // register-blocked kernels serve three passes, those won (the decode above).
+                let few_rows = dims.len_q < fused::SHARED_ROWS && blocked;
+                if fused_fits && ((tuning.prefer_fused && !few_rows) || fused_skips_work) {
                     fused().or_else(|_| three_pass())
                 } else if fused_fits {
                     // Tuned to prefer three passes on this adapter, unless its score blocks

@@ -112,11 +112,12 @@ pub struct Tuning {
     /// Preferred (query rows, keys) per workgroup of the fused kernel; the largest that fits
     /// the device when `None` or when this one does not fit.
     pub fused_block: Option<(u32, u32)>,
-    /// What `AttentionPath::Auto` runs when no weights are asked for: the fused kernel, or
-    /// the three-pass path (the device-type defaults: faster on lavapipe and on an H200
-    /// with the register-blocked kernels) except for decode-like calls the staged kernels
-    /// would serve (the fused kernel skips the work of their idle tile rows) and where its
-    /// score blocks do not fit.
+    /// What `AttentionPath::Auto` runs when no weights are asked for: the fused kernel or
+    /// the three-pass path (the device-type defaults: three passes, faster on an H200 with
+    /// the register-blocked kernels and quicker to compile on lavapipe). Either way, calls
+    /// of fewer than 32 query rows run three passes where the register-blocked kernels
+    /// serve them, and the fused kernel where the staged kernels would (it skips the work
+    /// of their idle tile rows) or where the score blocks of three passes do not fit.
     #[serde(default = "prefer_fused_default")]
     pub prefer_fused: bool,
     /// The fused kernel splits a call's keys among workgroups (flash-decoding) when its query
@@ -221,8 +222,13 @@ impl Tuning {
     ///   workgroups: on the H200 tune's three-pass SDPA took 0.13 ms against 0.30 with the
     ///   staged kernels (8×8: 0.14), and long's P·V 0.44 ms against 2.12.
     /// - With them `Auto` prefers three passes on both. On the H200 the bench's SDPA rows ran
-    ///   2.4× (bert-base) to 3.6× (long) faster than through the fused kernel; on lavapipe
-    ///   three passes also won.
+    ///   2.4× (bert-base) to 3.6× (long) faster than through the fused kernel. On lavapipe
+    ///   the fused kernel of 8-lane subgroups (`fused_lanes.wgsl`) is faster once compiled
+    ///   (one bench run: SDPA bert-base 30.4 ms against 38–46 through three passes, long
+    ///   321 against 355, long-causal 164 against 199, batched 11.8 against 11.7–14.2), but
+    ///   compiling it with an empty shader cache took bert-base MHA's first forward from
+    ///   0.49–0.50 s to 1.61–1.65 s: three passes stay the default, and `tune` (which
+    ///   measures the warm speed) may prefer the fused kernel.
     /// - Softmax: on a CPU adapter an invocation per row (`softmax_whole_rows`) and rows of 8
     ///   invocations — one SIMD batch of lavapipe's (a row of 512 scores: 10.6 ms at 8,
     ///   21 ms at 64, per bert-base pass); on the H200 a workgroup per row, 128 invocations
