@@ -121,13 +121,10 @@ fn softmax_step(s: Row8, max_old: f32, sum_old: f32, bad_old: bool) -> Step {
 
 // The 4 rows' scores of keys s0 .. s0 + 8 (rows past the end repeat the last), scaled, and
 // through the masks and the causal limit unless every row may see every key.
-fn scores8(
-    q_base: u32, q_row: u32, k_base: u32, k_row: u32,
-    m0: u32, s0: u32, open_end: u32, hd: Head,
-) -> array<Row8, 4> {
+fn scores8(at: VecRows, m0: u32, s0: u32, open_end: u32, hd: Head) -> array<Row8, 4> {
     let dots = dot_block(
-        q_base, q_row, m0, p.rows - 1u,
-        k_base, k_row, s0, p.cols - 1u,
+        at.q_base, at.q_row, m0, p.rows - 1u,
+        at.k_base, at.k_row, s0, p.cols - 1u,
         p.depth / 4u,
     );
     var s = array<Row8, 4>(
@@ -148,7 +145,9 @@ fn scores8(
 
 // Where the value rows of keys s0 .. s0 + 8 start (in vec4s); keys past the end read the
 // last key, whose probability there is 0.
-fn value_rows(v_base: u32, v_row: u32, s0: u32) -> array<u32, 8> {
+fn value_rows(at: VecRows, s0: u32) -> array<u32, 8> {
+    let v_base = at.v_base;
+    let v_row = at.v_row;
     let last = p.cols - 1u;
     return array<u32, 8>(
         v_base + min(s0, last) * v_row, v_base + min(s0 + 1u, last) * v_row,
@@ -194,12 +193,7 @@ fn fused_block(wg: vec3<u32>, groups: vec3<u32>, t: u32) {
     // Rows past the end repeat the last row (and are not written).
     let last_row = min(m0 + 3u, p.rows - 1u);
     // In vec4s: this head's rows of Q, K and V.
-    let q_row = p.q_stride_l / 4u;
-    let q_base = (p.q_offset + hd.batch * p.q_stride_b + hd.head_q * p.q_stride_h) / 4u;
-    let k_row = p.k_stride_s / 4u;
-    let k_base = (p.k_offset + hd.batch * p.k_stride_b + hd.head_kv * p.k_stride_h) / 4u;
-    let v_row = p.v_stride_s / 4u;
-    let v_base = (p.v_offset + hd.batch * p.v_stride_b + hd.head_kv * p.v_stride_h) / 4u;
+    let head_rows = vec_rows(hd);
     let dv4 = p.depth_v / 4u;
 
     // Keys past the causal limit of the last row are not visited (with fused_subgroup.wgsl,
@@ -254,7 +248,7 @@ fn fused_block(wg: vec3<u32>, groups: vec3<u32>, t: u32) {
         }
 
         for (var s0 = kv_begin; s0 < kv_end; s0 += 8u) {
-            let s = scores8(q_base, q_row, k_base, k_row, m0, s0, open_end, hd);
+            let s = scores8(head_rows, m0, s0, open_end, hd);
             let st0 = softmax_step(s[0], row_max.x, row_sum.x, row_bad.x);
             let st1 = softmax_step(s[1], row_max.y, row_sum.y, row_bad.y);
             let st2 = softmax_step(s[2], row_max.z, row_sum.z, row_bad.z);
@@ -263,7 +257,7 @@ fn fused_block(wg: vec3<u32>, groups: vec3<u32>, t: u32) {
             row_sum = vec4<f32>(st0.sum, st1.sum, st2.sum, st3.sum);
             row_bad = vec4<bool>(st0.bad, st1.bad, st2.bad, st3.bad);
 
-            let rows = value_rows(v_base, v_row, s0);
+            let rows = value_rows(head_rows, s0);
             for (var c = 0u; c < dv4; c++) {
                 let vs = values8(rows, c);
                 let a0 = c * WG + t;

@@ -457,18 +457,13 @@ fn main(
     w.dv4 = p.depth_v / 4u;
     let hd = w.hd;
     // In vec4s: this head's rows of Q, K and V.
-    let q_row = p.q_stride_l / 4u;
-    let q_base = (p.q_offset + hd.batch * p.q_stride_b + hd.head_q * p.q_stride_h) / 4u;
-    let k_row = p.k_stride_s / 4u;
-    let k_base = (p.k_offset + hd.batch * p.k_stride_b + hd.head_kv * p.k_stride_h) / 4u;
-    let v_row = p.v_stride_s / 4u;
-    let v_base = (p.v_offset + hd.batch * p.v_stride_b + hd.head_kv * p.v_stride_h) / 4u;
+    let head_rows = vec_rows(hd);
     // The query rows this lane loads for the subgroup.
     let rows = vec4<u32>(
-        q_base + min(m0 + lane, w.last_row) * q_row,
-        q_base + min(m0 + 8u + lane, w.last_row) * q_row,
-        q_base + min(m0 + 16u + lane, w.last_row) * q_row,
-        q_base + min(m0 + 24u + lane, w.last_row) * q_row,
+        head_rows.q_base + min(m0 + lane, w.last_row) * head_rows.q_row,
+        head_rows.q_base + min(m0 + 8u + lane, w.last_row) * head_rows.q_row,
+        head_rows.q_base + min(m0 + 16u + lane, w.last_row) * head_rows.q_row,
+        head_rows.q_base + min(m0 + 24u + lane, w.last_row) * head_rows.q_row,
     );
 
     // Keys past the causal limit of the last row are not visited; keys before `open_end`
@@ -499,8 +494,8 @@ fn main(
             w.masked = s0 + KEYS > open_end;
             dot_keys(
                 rows,
-                k_base + min(w.key_a, p.cols - 1u) * k_row,
-                k_base + min(w.key_b, p.cols - 1u) * k_row,
+                head_rows.k_base + min(w.key_a, p.cols - 1u) * head_rows.k_row,
+                head_rows.k_base + min(w.key_b, p.cols - 1u) * head_rows.k_row,
                 p.depth / 4u,
             );
             mask_block(w);
@@ -512,7 +507,7 @@ fn main(
             softmax_group(5u);
             softmax_group(6u);
             softmax_group(7u);
-            add_values(s0, v_base, v_row, w.dv4, careful);
+            add_values(s0, head_rows.v_base, head_rows.v_row, w.dv4, careful);
         }
         // The lanes' flags and sums merged (once in the code: each copy of the stashing
         // costs compile time). A row that is not NaN anyway and ended non-finite met a

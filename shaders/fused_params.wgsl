@@ -55,6 +55,28 @@ struct Params {
 // runs of keys; a placeholder in mode 0.
 @group(0) @binding(7) var<storage, read_write> partial: array<f32>;
 
+// Where head `hd`'s rows of Q, K and V start, and their strides, in vec4s: for the kernels
+// that read them as vec4 (fused_direct.wgsl, fused_lanes.wgsl).
+struct VecRows {
+    q_base: u32,
+    q_row: u32,
+    k_base: u32,
+    k_row: u32,
+    v_base: u32,
+    v_row: u32,
+}
+
+fn vec_rows(hd: Head) -> VecRows {
+    return VecRows(
+        (p.q_offset + hd.batch * p.q_stride_b + hd.head_q * p.q_stride_h) / 4u,
+        p.q_stride_l / 4u,
+        (p.k_offset + hd.batch * p.k_stride_b + hd.head_kv * p.k_stride_h) / 4u,
+        p.k_stride_s / 4u,
+        (p.v_offset + hd.batch * p.v_stride_b + hd.head_kv * p.v_stride_h) / 4u,
+        p.v_stride_s / 4u,
+    );
+}
+
 // Modes 1 and 2 run as one launch (block0 0): they serve calls of few query blocks only.
 // Layout of `partial` for S splits, Z = batch·heads, L query rows, RB query blocks:
 // unnormalised outputs [S, Z, L, dv], then statistics [S, Z, L, 3] (max, sum, poisoned),
