@@ -242,7 +242,10 @@ impl CorePlan {
                 .filter(|_| vec4_views)
                 .and_then(|wg| fused::Variant::direct(wg, dims.head_dim, dims.head_dim_v, &limits))
                 .filter(|variant| split_count(variant) == 1)
-                .map(|variant| variant.sharing(kernels.fused_subgroup_width, dims.len_q, &limits));
+                .map(|variant| {
+                    let width = kernels.fused_subgroup_width;
+                    variant.sharing(width, dims.len_q, dims.head_dim_v, &limits)
+                });
             let variant = match direct {
                 Some(variant) => variant,
                 None => fused::Variant::for_dims(
@@ -320,9 +323,11 @@ impl CorePlan {
                         .all(|n| n.is_multiple_of(4));
                 let fused_skips_work = dims.len_q <= 4 && !blocked;
                 // A preference for the fused kernel is measured on calls of many query rows:
-                // below one subgroup's 32 rows the fused kernel shares nothing, and where the
+                // below one subgroup's 32 rows the fused kernel shares nothing, and where it
+                // does not split keys among workgroups either (CPU adapters) while the
                 // register-blocked kernels serve three passes, those won (the decode above).
-                let few_rows = dims.len_q < fused::SHARED_ROWS && blocked;
+                let few_rows =
+                    dims.len_q < fused::SHARED_ROWS && blocked && tuning.fused_split_groups == 0;
                 if fused_fits && ((tuning.prefer_fused && !few_rows) || fused_skips_work) {
                     fused().or_else(|_| three_pass())
                 } else if fused_fits {

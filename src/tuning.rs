@@ -116,8 +116,10 @@ pub struct Tuning {
     /// the three-pass path (the device-type defaults: three passes, faster on an H200 with
     /// the register-blocked kernels and quicker to compile on lavapipe). Either way, calls
     /// of fewer than 32 query rows run three passes where the register-blocked kernels
-    /// serve them, and the fused kernel where the staged kernels would (it skips the work
-    /// of their idle tile rows) or where the score blocks of three passes do not fit.
+    /// serve them and the fused kernel would not split their keys among workgroups
+    /// (`fused_split_groups` 0), and the fused kernel where the staged kernels would serve
+    /// them (it skips the work of their idle tile rows) or where the score blocks of three
+    /// passes do not fit.
     #[serde(default = "prefer_fused_default")]
     pub prefer_fused: bool,
     /// The fused kernel splits a call's keys among workgroups (flash-decoding) when its query

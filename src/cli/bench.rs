@@ -929,6 +929,7 @@ pub fn open(device: &DeviceArgs) -> Result<Gpu> {
          (on where the tuning asks, the device has subgroups and their width fits)",
         state(gpu.direct_subgroups()),
         match gpu.fused_subgroup_width() {
+            _ if gpu.tuning().fused_direct.is_none() => "off (staged kernel)",
             Some(8) => "on (32 query rows per 8-lane subgroup)",
             Some(_) => "on (keys and values)",
             None => "off",

@@ -334,7 +334,10 @@ pub fn run(device: &DeviceArgs, args: &TuneArgs) -> Result<Outcome> {
         FUSED_DIRECT_CANDIDATES,
         |invocations| {
             if let Some(n) = invocations {
-                let runs_with = fused::direct_workgroup(n, 64, 64, &probe.limits());
+                let width = probe
+                    .fused_subgroup_width()
+                    .filter(|_| tuned.fused_subgroups);
+                let runs_with = fused::direct_workgroup(n, 64, 64, 256, width, &probe.limits());
                 if runs_with != Some(n) {
                     let why = format!("{n} invocations' output rows do not fit: {runs_with:?}");
                     return Err(wgpu_mha::Error::Config(why));
@@ -365,7 +368,7 @@ pub fn run(device: &DeviceArgs, args: &TuneArgs) -> Result<Outcome> {
     // Only where the winner is the register-blocked kernel and the call can share.
     if tuned.fused_direct.is_some()
         && let Some(subgroups) = pick(
-            "register-blocked fused kernel's keys and values shared through subgroups — SDPA B1 H8 L256 d64",
+            "fused kernel's loads shared through subgroups (32 query rows per 8-lane subgroup, or keys and values) — SDPA B1 H8 L256 d64",
             [false, true],
             |subgroups| {
                 let gpu = open(

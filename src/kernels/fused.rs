@@ -128,16 +128,20 @@ impl Split {
     }
 }
 
-/// Invocations per workgroup the register-blocked fused kernel runs with when the tuning
-/// asks for at most `invocations`, for head sizes `d`, `dv` on a device with `limits`
-/// (`None`: it cannot run them, and the staged kernel does).
+/// Invocations per workgroup the register-blocked fused kernel — or, for a call of `len_q`
+/// query rows with loads shared through subgroups of `width` ([`Variant::sharing`]), the
+/// kernel that shares them — runs with when the tuning asks for at most `invocations`, for
+/// head sizes `d`, `dv` on a device with `limits` (`None`: it cannot run them, and the
+/// staged kernel does).
 pub fn direct_workgroup(
     invocations: u32,
     d: usize,
     dv: usize,
+    len_q: usize,
+    width: Option<u32>,
     limits: &wgpu::Limits,
 ) -> Option<u32> {
-    Variant::direct(invocations, d, dv, limits).map(|v| v.wg_y)
+    Variant::direct(invocations, d, dv, limits).map(|v| v.sharing(width, len_q, dv, limits).wg_y)
 }
 
 /// Loop iterations of `fused_direct.wgsl` per block of 8 keys and walk: the dot products
@@ -257,26 +261,37 @@ impl Variant {
         variant.check(limits).is_ok().then_some(variant)
     }
 
-    /// The register-blocked class for a call of `len_q` query rows with its keys and values
-    /// shared through subgroups, where `width` is the device's widest subgroup (at least 8:
-    /// `None` where it may not share) and the call has [`SHARED_ROWS`] rows:
+    /// The register-blocked class for a call of `len_q` query rows and value head size `dv`
+    /// with its loads shared through subgroups, where `width` is the device's widest
+    /// subgroup (at least 8: `None` where it may not share) and the call has
+    /// [`SHARED_ROWS`] rows:
     /// - subgroups of exactly 8: `fused_lanes.wgsl`, its workgroup a whole number of them,
-    ///   halved while it does not fit `limits` (unshared where not even 8 fit);
-    /// - wider: `fused_subgroup.wgsl`, where the workgroup is a whole number of such
-    ///   subgroups, so that every subgroup has lanes 0–7 to load the 8 keys (a workgroup of
-    ///   12 on 8-wide subgroups would leave a subgroup of 4).
-    pub fn sharing(self, width: Option<u32>, len_q: usize, limits: &wgpu::Limits) -> Self {
+    ///   halved while it does not fit `limits`;
+    /// - otherwise, or where not even 8 invocations of it fit: the keys and values shared
+    ///   (`fused_subgroup.wgsl`) where the workgroup is a whole number of such subgroups,
+    ///   so that every subgroup has lanes 0–7 to load the 8 keys (a workgroup of 12 on
+    ///   8-wide subgroups would leave a subgroup of 4).
+    pub fn sharing(
+        self,
+        width: Option<u32>,
+        len_q: usize,
+        dv: usize,
+        limits: &wgpu::Limits,
+    ) -> Self {
         let Some(width) = width.filter(|&w| w >= 8 && self.direct && len_q >= SHARED_ROWS) else {
             return self;
         };
+        let keys_shared = Self {
+            subgroups: self.wg_y.is_multiple_of(width),
+            ..self
+        };
         if width > 8 {
-            return Self {
-                subgroups: self.wg_y.is_multiple_of(width),
-                ..self
-            };
+            return keys_shared;
         }
         let mut lanes = Self {
             wg_y: self.wg_y / 8 * 8,
+            // The output row's vec4s, a whole number per lane.
+            d_vec: (dv.div_ceil(4) as u32).next_multiple_of(8),
             bc: LANES_KEYS,
             subgroups: true,
             lanes: true,
@@ -288,7 +303,7 @@ impl Variant {
         if lanes.wg_y >= 8 && lanes.check(limits).is_ok() {
             lanes
         } else {
-            self
+            keys_shared
         }
     }
 
@@ -649,9 +664,9 @@ mod tests {
             ..Default::default()
         };
         let lanes = |wg, d, dv| {
-            Variant::direct(wg, d, dv, &limits).map(|v| v.sharing(Some(8), 64, &limits))
+            Variant::direct(wg, d, dv, &limits).map(|v| v.sharing(Some(8), 64, dv, &limits))
         };
-        for (d, dv) in [(8, 8), (64, 64), (128, 128), (64, 40)] {
+        for (d, dv) in [(8, 8), (64, 64), (128, 128), (64, 40), (64, 80)] {
             let variant = lanes(16, d, dv).unwrap();
             assert!(
                 variant.lanes && variant.wg_y.is_multiple_of(8),
@@ -662,7 +677,9 @@ mod tests {
                 keys.is_multiple_of(16) && keys >= 256,
                 "d {d} dv {dv}: {keys}"
             );
-            let columns = (dv as u64 / 4).next_power_of_two().div_ceil(8);
+            // ceil(dv / 32) output vec4s per lane: dv 80 takes 3, not a power of two.
+            let columns = (dv as u64).div_ceil(32);
+            assert_eq!(variant.lanes_columns() as u64, columns, "dv {dv}");
             // Starting the 32 rows (each a loop over its columns) in both walks, checking
             // them once, saving or writing them once.
             let rows = 32 * (1 + columns);
@@ -678,11 +695,18 @@ mod tests {
         assert_eq!(lanes(16, 64, 64).unwrap().wg_y, 16); // (64 + 24) vec4s × 16 = 22 KiB
         assert_eq!(lanes(16, 64, 128).unwrap().wg_y, 8); // 152 vec4s × 8 = 19 KiB
         assert_eq!(lanes(12, 64, 64).unwrap().wg_y, 8);
-        assert!(!lanes(16, 64, 512).unwrap().lanes); // 536 vec4s × 8 = 67 KiB
+        // dv 256: the register-blocked kernel fits 8 invocations (32 KiB), the lanes kernel
+        // not even 8 ((256 + 24) vec4s × 8 = 35 KiB): the keys and values are shared instead.
+        let wide = lanes(16, 64, 256).unwrap();
+        assert!(wide.subgroups && !wide.lanes && wide.wg_y == 8, "{wide:?}");
         let direct = Variant::direct(16, 64, 64, &limits).unwrap();
-        assert!(!direct.sharing(Some(4), 64, &limits).subgroups);
-        assert!(!direct.sharing(Some(8), SHARED_ROWS - 1, &limits).subgroups);
-        let wide = direct.sharing(Some(16), 64, &limits);
+        assert!(!direct.sharing(Some(4), 64, 64, &limits).subgroups);
+        assert!(
+            !direct
+                .sharing(Some(8), SHARED_ROWS - 1, 64, &limits)
+                .subgroups
+        );
+        let wide = direct.sharing(Some(16), 64, 64, &limits);
         assert!(wide.subgroups && !wide.lanes);
     }
 
