@@ -47,6 +47,9 @@ fn sdpa_f16_matches_reference_on_rounded_inputs() {
         ("odd sizes dv != d", 1, 3, 3, 11, 13, 13, 7),
         ("decode L1", 1, 4, 4, 1, 200, 64, 64),
         ("head size 128", 1, 2, 2, 20, 20, 128, 128),
+        // 32 query rows per 8-lane subgroup where the device shares loads, three output
+        // vec4s per lane.
+        ("subgroup rows, dv 96", 1, 2, 1, 40, 50, 32, 96),
     ];
     for (name, b, hq, hkv, l, s, d, dv) in shapes {
         let q = random(&mut rng, &[b, hq, l, d], 1.0);

@@ -828,3 +828,35 @@ fn sdpa_fused_subgroup_rows_nonfinite() {
         }
     }
 }
+
+/// Rows whose keys the fused kernel walks in runs, one launch each (where the driver caps an
+/// invocation's loops: lavapipe takes about 2500 keys per run at d 64), carry their state
+/// from run to run: a NaN key met in the first run, a +inf score of a query row, and a row
+/// whose mask blocks every key (zeros) come out as the reference has them, at 40 query
+/// rows (the 8-lane subgroup kernel where the device shares loads) and 6000 keys.
+#[test]
+fn sdpa_fused_row_state_carries_across_runs_of_keys() {
+    let (l, s, d) = (40, 6000, 64);
+    let mut rng = StdRng::seed_from_u64(12);
+    let mut x = Sdpa {
+        q: random(&mut rng, &[1, 2, l, d], 1.0),
+        k: random(&mut rng, &[1, 1, s, d], 1.0),
+        v: random(&mut rng, &[1, 1, s, d], 1.0),
+    };
+    x.k.data[100 * d + 7] = f32::NAN;
+    x.q.data[(l + 35) * d + 2] = f32::INFINITY; // head 1, row 35
+    // Row 3 blocked everywhere; key 100 blocked for rows 10 and up (their rows stay finite).
+    let mask = Mask::bool(
+        [l, s],
+        (0..l * s)
+            .map(|i| i / s != 3 && !(i % s == 100 && i / s >= 10))
+            .collect(),
+    )
+    .unwrap();
+    let (got, want) = sdpa_both(&x, Some(&mask), None, AttentionPath::Fused);
+    check("runs of keys", &got, &want);
+    let finite_rows = (0..2 * l).filter(|r| row(&got, *r).iter().all(|v| v.is_finite()));
+    // Head 0: rows 0–2 and 4–9 see the NaN key; head 1 also loses row 35 to +inf.
+    assert_eq!(finite_rows.count(), 2 * (l - 9) - 1);
+    assert!(row(&got, 3).iter().all(|&v| v == 0.0), "row 3 sees no key");
+}
