@@ -786,6 +786,17 @@ fn sdpa_fused_subgroup_rows_nonfinite() {
         k: random(&mut rng, &[b, hkv, s, d], 1.0),
         v: random(&mut rng, &[b, hkv, s, dv], 1.0),
     };
+    // Where the subgroups are 8 wide (lavapipe), the call runs the kernel of 32-row subgroups.
+    let gpu = gpu();
+    if gpu.fused_subgroup_width() == Some(8) {
+        let opts = SdpaOptions {
+            enable_gqa: true,
+            path: AttentionPath::Fused,
+            ..Default::default()
+        };
+        let prepared = PreparedSdpa::prepare(&gpu, &clean.q, &clean.k, &clean.v, &opts).unwrap();
+        assert!(prepared.register_blocked_fused() && prepared.fused_subgroups());
+    }
     let blocks_key_9 = Mask::bool([l, s], (0..l * s).map(|i| i % s != 9).collect()).unwrap();
     // Keys 9 (behind the mask) and 16 (past the causal limit of rows 0–15, which walk it
     // with their subgroup) have probability 0 where blocked: their non-finite values must
