@@ -55,7 +55,9 @@ const KEYS: u32 = 16u;   // keys per block
 // compiler must unroll for its indices to be constant costs compile time (a version with
 // the outputs in registers compiled for 14 s and ran 8× slower): the outputs, which loops
 // of run-time bounds visit, live in workgroup memory instead, and so does the state at the
-// walk's start and end, which loops over rows visit.
+// walk's start and end, which loops over rows visit. Compile time grows with the memory
+// accesses in unrolled code (on lavapipe about 10 ms each; the kernel compiles in about
+// 1.5 s): mind them when adding to the spelled-out calls.
 var<private> lane: u32;
 var<private> slot: u32; // the invocation's index in its workgroup
 // The block's scores, then probabilities: sc[g] for the lane's first key, sc[8 + g] for
@@ -105,7 +107,7 @@ fn row_of(w: Walk, g: u32, c: u32) -> u32 {
     return min(w.m0 + 4u * g + c, w.last_row);
 }
 
-// The 32 rows' scores of the keys whose rows start at vec4s `key_a` and `key_b`, unscaled,
+// The 32 rows' scores of the keys whose rows start at vec4s `key_a` and `key_b`, scaled,
 // into sc: lane j loads vec4 t of rows j, 8 + j, 16 + j, 24 + j (`rows`) and the subgroup
 // shares them.
 fn dot_keys(rows: vec4<u32>, key_a: u32, key_b: u32, steps: u32) {
