@@ -1,22 +1,22 @@
 // Fused attention with a subgroup of 8 lanes working as one: O = softmax(Q·Kᵀ·scale +
 // masks)·V by the online softmax of FlashAttention-2, for devices whose subgroups are
-// exactly 8 wide (lavapipe). Each subgroup owns 32 query rows and walks their keys 16 at a
+// exactly 8 wide (lavapipe). Each subgroup owns 32 query rows and walks their keys 32 at a
 // time, with no barriers (each invocation touches only its own part of workgroup memory):
-//   - scores: lane j takes keys s0 + j and s0 + 8 + j against all 32 rows. It loads query
-//     rows j, 8 + j, 16 + j and 24 + j and the subgroup broadcasts them (lanes8.wgsl), so a
-//     step of 4 along the depth costs each lane 4 query loads and 2 key loads for 64 dot
-//     products, and no score is ever stored;
+//   - scores: lane j takes keys s0 + j, + 8, + 16 and + 24 against all 32 rows. It loads
+//     query rows j, 8 + j, 16 + j and 24 + j and the subgroup broadcasts them
+//     (lanes8.wgsl), so a step of 4 along the depth costs each lane 4 query loads and 4
+//     key loads for 128 dot products, and no score is ever stored;
 //   - softmax: each row's block max comes from subgroupMax, so the running max is the same
 //     in every lane; each lane sums only its own keys' probabilities (rescaled as the max
 //     moves) and the subgroup adds the sums up once, at the end;
 //   - values: lane j owns the output columns 4·(j + 8i) .. + 4 of all 32 rows. It loads
-//     its columns of the block's 16 value rows once, and the probabilities of each key
-//     come by broadcast from the lane that scored it: 16 keys are added to 4 outputs per
+//     its columns of the block's 32 value rows once, and the probabilities of each key
+//     come by broadcast from the lane that scored it: 32 keys are added to 4 outputs per
 //     round trip to workgroup memory.
 // fused_direct.wgsl, by contrast, loads every query row anew per block and takes its
 // outputs to workgroup memory and back for every 8 keys: on lavapipe, where a load costs a
-// per-lane loop and a broadcast a register move, this kernel ran bert-base's core 1.6×
-// faster.
+// per-lane loop and a broadcast a register move, this kernel ran bert-base's core 2×
+// faster (blocks of 16 keys: 1.6×).
 //
 // Needs vec4 loads (head sizes, offsets and strides of Q, K and V that are multiples of 4)
 // and subgroups of exactly 8 lanes, the workgroup a whole number of them. Modes 0 and 3–5
@@ -46,7 +46,7 @@ override WG: u32 = 16u;  // invocations per workgroup: a whole number of 8-lane 
 override CPL: u32 = 2u;  // output vec4s per lane and row: ceil(dv / 32)
 
 const ROWS: u32 = 32u;   // query rows per subgroup
-const KEYS: u32 = 16u;   // keys per block
+const KEYS: u32 = 32u;   // keys per block: 4 per lane
 
 // The 32 rows are taken in 8 groups of 4 (group g: rows 4g .. 4g + 4, one per component).
 // What each block's steps keep per group is in registers: private arrays indexed only by
@@ -60,9 +60,8 @@ const KEYS: u32 = 16u;   // keys per block
 // 1.5 s): mind them when adding to the spelled-out calls.
 var<private> lane: u32;
 var<private> slot: u32; // the invocation's index in its workgroup
-// The block's scores, then probabilities: sc[g] for the lane's first key, sc[8 + g] for
-// its second.
-var<private> sc: array<vec4<f32>, 16>;
+// The block's scores, then probabilities: sc[8κ + g] for the lane's key κ (0..4).
+var<private> sc: array<vec4<f32>, 32>;
 // Per group: the running max (the same in every lane), this lane's part of the running
 // sum, and whether a row met a NaN or +inf score (in this lane, until merged).
 var<private> row_max: array<vec4<f32>, 8>;
@@ -73,7 +72,7 @@ var<private> row_bad: array<vec4<bool>, 8>;
 var<workgroup> acc: array<vec4<f32>, ROWS * CPL * WG>;
 // The block's probabilities as sc holds them, and each group's factor of shrinking; at the
 // walk's start and end, the rows' max and sum (in `probs`) and flags (in `shrinks`).
-var<workgroup> probs: array<vec4<f32>, 16 * WG>;
+var<workgroup> probs: array<vec4<f32>, 32 * WG>;
 var<workgroup> shrinks: array<vec4<f32>, 8 * WG>;
 
 fn acc_at(r: u32, i: u32) -> u32 {
@@ -88,9 +87,9 @@ struct Walk {
     m0: u32,        // the subgroup's first query row
     last_row: u32,  // its last row that exists
     dv4: u32,
-    // Scores of a block: its two keys in this lane, and whether they need the masks.
-    key_a: u32,
-    key_b: u32,
+    // Scores of a block: its 4 keys in this lane (s0 + lane + 8κ), and whether they need
+    // the masks.
+    keys: vec4<u32>,
     masked: bool,
 }
 
@@ -107,175 +106,170 @@ fn row_of(w: Walk, g: u32, c: u32) -> u32 {
     return min(w.m0 + 4u * g + c, w.last_row);
 }
 
-// The 32 rows' scores of the keys whose rows start at vec4s `key_a` and `key_b`, scaled,
-// into sc: lane j loads vec4 t of rows j, 8 + j, 16 + j, 24 + j (`rows`) and the subgroup
-// shares them.
-fn dot_keys(rows: vec4<u32>, key_a: u32, key_b: u32, steps: u32) {
-    var s: array<vec4<f32>, 16>;
-    for (var t = 0u; t < steps; t++) {
-        let ka = vec4<f32>(k[key_a + t]);
-        let kb = vec4<f32>(k[key_b + t]);
-        let x0 = from_lanes8(vec4<f32>(q[rows.x + t]));
-        s[0] = dots(s[0], ka, x0[0], x0[1], x0[2], x0[3]);
-        s[1] = dots(s[1], ka, x0[4], x0[5], x0[6], x0[7]);
-        s[8] = dots(s[8], kb, x0[0], x0[1], x0[2], x0[3]);
-        s[9] = dots(s[9], kb, x0[4], x0[5], x0[6], x0[7]);
-        let x1 = from_lanes8(vec4<f32>(q[rows.y + t]));
-        s[2] = dots(s[2], ka, x1[0], x1[1], x1[2], x1[3]);
-        s[3] = dots(s[3], ka, x1[4], x1[5], x1[6], x1[7]);
-        s[10] = dots(s[10], kb, x1[0], x1[1], x1[2], x1[3]);
-        s[11] = dots(s[11], kb, x1[4], x1[5], x1[6], x1[7]);
-        let x2 = from_lanes8(vec4<f32>(q[rows.z + t]));
-        s[4] = dots(s[4], ka, x2[0], x2[1], x2[2], x2[3]);
-        s[5] = dots(s[5], ka, x2[4], x2[5], x2[6], x2[7]);
-        s[12] = dots(s[12], kb, x2[0], x2[1], x2[2], x2[3]);
-        s[13] = dots(s[13], kb, x2[4], x2[5], x2[6], x2[7]);
-        let x3 = from_lanes8(vec4<f32>(q[rows.w + t]));
-        s[6] = dots(s[6], ka, x3[0], x3[1], x3[2], x3[3]);
-        s[7] = dots(s[7], ka, x3[4], x3[5], x3[6], x3[7]);
-        s[14] = dots(s[14], kb, x3[0], x3[1], x3[2], x3[3]);
-        s[15] = dots(s[15], kb, x3[4], x3[5], x3[6], x3[7]);
+// Adds to s[2h], s[2h + 1] (+ 8κ for key κ) the dot products of 8 query rows (x, lane j's
+// row j of the 8) with the lane's 4 keys' vec4s.
+fn dot_rows8(s: ptr<function, array<vec4<f32>, 32>>, h: u32, x: array<vec4<f32>, 8>, kv: array<vec4<f32>, 4>) {
+    for (var kappa = 0u; kappa < 4u; kappa++) {
+        let lo = 2u * h + 8u * kappa;
+        (*s)[lo] = dots((*s)[lo], kv[kappa], x[0], x[1], x[2], x[3]);
+        (*s)[lo + 1u] = dots((*s)[lo + 1u], kv[kappa], x[4], x[5], x[6], x[7]);
     }
-    let f = p.scale;
-    sc = array<vec4<f32>, 16>(
-        s[0] * f, s[1] * f, s[2] * f, s[3] * f, s[4] * f, s[5] * f, s[6] * f, s[7] * f,
-        s[8] * f, s[9] * f, s[10] * f, s[11] * f, s[12] * f, s[13] * f, s[14] * f, s[15] * f,
-    );
+}
+
+// The 32 rows' scores of the lane's 4 keys, whose rows start at vec4s `keys`, scaled, into
+// sc: lane j loads vec4 t of rows j, 8 + j, 16 + j, 24 + j (`rows`) and the subgroup shares
+// them.
+fn dot_keys(rows: vec4<u32>, keys: vec4<u32>, steps: u32) {
+    var s: array<vec4<f32>, 32>;
+    for (var t = 0u; t < steps; t++) {
+        let kv = array<vec4<f32>, 4>(
+            vec4<f32>(k[keys.x + t]), vec4<f32>(k[keys.y + t]),
+            vec4<f32>(k[keys.z + t]), vec4<f32>(k[keys.w + t]),
+        );
+        dot_rows8(&s, 0u, from_lanes8(vec4<f32>(q[rows.x + t])), kv);
+        dot_rows8(&s, 1u, from_lanes8(vec4<f32>(q[rows.y + t])), kv);
+        dot_rows8(&s, 2u, from_lanes8(vec4<f32>(q[rows.z + t])), kv);
+        dot_rows8(&s, 3u, from_lanes8(vec4<f32>(q[rows.w + t])), kv);
+    }
+    for (var j = 0u; j < 32u; j++) {
+        s[j] = s[j] * p.scale;
+    }
+    sc = s;
 }
 
 // The block's scores through the masks and the causal limit where `w.masked`
 // (keys past the end -inf): in workgroup memory, rows and keys taken in a loop.
 fn mask_block(w: Walk) {
     if w.masked {
-        stash_scores();
-        // One loop over the 16 vec4s' 64 scores: too long for the compiler to unroll, which
-        // would spell out 64 copies of the masks' reads (on lavapipe 0.6 s of compiling).
-        for (var e = 0u; e < 64u; e++) {
+        move_group(0u, true);
+        move_group(1u, true);
+        move_group(2u, true);
+        move_group(3u, true);
+        move_group(4u, true);
+        move_group(5u, true);
+        move_group(6u, true);
+        move_group(7u, true);
+        // One loop over the 32 vec4s' 128 scores: too long for the compiler to unroll, which
+        // would spell out a copy of the masks' reads per score (on lavapipe 0.2 s of
+        // compiling for 64).
+        for (var e = 0u; e < 128u; e++) {
             let j = e / 4u;
             let c = e % 4u;
-            let key = select(w.key_a, w.key_b, j >= 8u);
+            let key = w.keys[j / 8u];
             var x = neg_inf();
             if key < p.cols {
                 x = masked_score(probs[j * WG + slot][c], w.hd, row_of(w, j % 8u, c), key);
             }
             probs[j * WG + slot][c] = x;
         }
-        sc = array<vec4<f32>, 16>(
-        probs[slot], probs[WG + slot], probs[2u * WG + slot], probs[3u * WG + slot],
-        probs[4u * WG + slot], probs[5u * WG + slot], probs[6u * WG + slot],
-        probs[7u * WG + slot], probs[8u * WG + slot], probs[9u * WG + slot],
-        probs[10u * WG + slot], probs[11u * WG + slot], probs[12u * WG + slot],
-        probs[13u * WG + slot], probs[14u * WG + slot], probs[15u * WG + slot],
-        );
+        move_group(0u, false);
+        move_group(1u, false);
+        move_group(2u, false);
+        move_group(3u, false);
+        move_group(4u, false);
+        move_group(5u, false);
+        move_group(6u, false);
+        move_group(7u, false);
     }
 }
 
-fn stash_scores() {
-    probs[slot] = sc[0];
-    probs[WG + slot] = sc[1];
-    probs[2u * WG + slot] = sc[2];
-    probs[3u * WG + slot] = sc[3];
-    probs[4u * WG + slot] = sc[4];
-    probs[5u * WG + slot] = sc[5];
-    probs[6u * WG + slot] = sc[6];
-    probs[7u * WG + slot] = sc[7];
-    probs[8u * WG + slot] = sc[8];
-    probs[9u * WG + slot] = sc[9];
-    probs[10u * WG + slot] = sc[10];
-    probs[11u * WG + slot] = sc[11];
-    probs[12u * WG + slot] = sc[12];
-    probs[13u * WG + slot] = sc[13];
-    probs[14u * WG + slot] = sc[14];
-    probs[15u * WG + slot] = sc[15];
+// Group g's 4 score vec4s into workgroup memory (`out`), or back.
+fn move_group(g: u32, out: bool) {
+    for (var kappa = 0u; kappa < 4u; kappa++) {
+        let j = g + 8u * kappa;
+        if out {
+            probs[j * WG + slot] = sc[j];
+        } else {
+            sc[j] = probs[j * WG + slot];
+        }
+    }
 }
 
 // Group g's online-softmax step over the block: its running max, sum and flags moved on,
 // its probabilities and its factor of shrinking into workgroup memory for add_values.
 fn softmax_group(g: u32) {
-    var sa = sc[g];
-    var sb = sc[8u + g];
+    var x = array<vec4<f32>, 4>(sc[g], sc[8u + g], sc[16u + g], sc[24u + g]);
     // A NaN or +inf score makes its row NaN: flag it, and leave the key out.
-    let bad_a = poisons4(sa);
-    let bad_b = poisons4(sb);
-    row_bad[g] = row_bad[g] | bad_a | bad_b;
-    sa = select(sa, vec4<f32>(neg_inf()), bad_a);
-    sb = select(sb, vec4<f32>(neg_inf()), bad_b);
-
+    for (var kappa = 0u; kappa < 4u; kappa++) {
+        let bad = poisons4(x[kappa]);
+        row_bad[g] = row_bad[g] | bad;
+        x[kappa] = select(x[kappa], vec4<f32>(neg_inf()), bad);
+    }
     let max_old = row_max[g];
-    let max_new = max(max_old, subgroupMax(max(sa, sb)));
+    let max_new = max(max_old, subgroupMax(max(max(x[0], x[1]), max(x[2], x[3]))));
     // Where a row has seen nothing yet, exp(−inf − 0) = 0.
     let pivot = select(max_new, vec4<f32>(0.0), neg_inf4(max_new));
     let shrink = exp(max_old - pivot);
-    let pa = exp(sa - pivot);
-    let pb = exp(sb - pivot);
+    var sum = row_sum[g] * shrink;
+    for (var kappa = 0u; kappa < 4u; kappa++) {
+        let pr = exp(x[kappa] - pivot);
+        sum += pr;
+        probs[(g + 8u * kappa) * WG + slot] = pr;
+    }
     row_max[g] = max_new;
-    row_sum[g] = row_sum[g] * shrink + pa + pb;
-    probs[g * WG + slot] = pa;
-    probs[(8u + g) * WG + slot] = pb;
+    row_sum[g] = sum;
     shrinks[g * WG + slot] = shrink;
 }
 
-// x plus 16 keys' probabilities — pa[L][c] for key L, pb[L][c] for key 8 + L — times their
-// values vals[key], key by key; with `careful`, a probability of 0 adds nothing.
-fn add16(
-    x0: vec4<f32>, pa: array<vec4<f32>, 8>, pb: array<vec4<f32>, 8>, c: u32,
-    vals: array<vec4<f32>, 16>, careful: bool,
+// x plus 8 keys' probabilities pr[L][c] (key L of the 8) times their values
+// vals[base + L], key by key; with `careful`, a probability of 0 adds nothing.
+fn add8(
+    x0: vec4<f32>, pr: array<vec4<f32>, 8>, c: u32, vals: array<vec4<f32>, 32>, base: u32,
+    careful: bool,
 ) -> vec4<f32> {
     var x = x0;
     if careful {
-        x = fma_unless_zero(pa[0][c], vals[0], x);
-        x = fma_unless_zero(pa[1][c], vals[1], x);
-        x = fma_unless_zero(pa[2][c], vals[2], x);
-        x = fma_unless_zero(pa[3][c], vals[3], x);
-        x = fma_unless_zero(pa[4][c], vals[4], x);
-        x = fma_unless_zero(pa[5][c], vals[5], x);
-        x = fma_unless_zero(pa[6][c], vals[6], x);
-        x = fma_unless_zero(pa[7][c], vals[7], x);
-        x = fma_unless_zero(pb[0][c], vals[8], x);
-        x = fma_unless_zero(pb[1][c], vals[9], x);
-        x = fma_unless_zero(pb[2][c], vals[10], x);
-        x = fma_unless_zero(pb[3][c], vals[11], x);
-        x = fma_unless_zero(pb[4][c], vals[12], x);
-        x = fma_unless_zero(pb[5][c], vals[13], x);
-        x = fma_unless_zero(pb[6][c], vals[14], x);
-        return fma_unless_zero(pb[7][c], vals[15], x);
+        x = fma_unless_zero(pr[0][c], vals[base], x);
+        x = fma_unless_zero(pr[1][c], vals[base + 1u], x);
+        x = fma_unless_zero(pr[2][c], vals[base + 2u], x);
+        x = fma_unless_zero(pr[3][c], vals[base + 3u], x);
+        x = fma_unless_zero(pr[4][c], vals[base + 4u], x);
+        x = fma_unless_zero(pr[5][c], vals[base + 5u], x);
+        x = fma_unless_zero(pr[6][c], vals[base + 6u], x);
+        return fma_unless_zero(pr[7][c], vals[base + 7u], x);
     }
-    x = fma(vec4<f32>(pa[0][c]), vals[0], x);
-    x = fma(vec4<f32>(pa[1][c]), vals[1], x);
-    x = fma(vec4<f32>(pa[2][c]), vals[2], x);
-    x = fma(vec4<f32>(pa[3][c]), vals[3], x);
-    x = fma(vec4<f32>(pa[4][c]), vals[4], x);
-    x = fma(vec4<f32>(pa[5][c]), vals[5], x);
-    x = fma(vec4<f32>(pa[6][c]), vals[6], x);
-    x = fma(vec4<f32>(pa[7][c]), vals[7], x);
-    x = fma(vec4<f32>(pb[0][c]), vals[8], x);
-    x = fma(vec4<f32>(pb[1][c]), vals[9], x);
-    x = fma(vec4<f32>(pb[2][c]), vals[10], x);
-    x = fma(vec4<f32>(pb[3][c]), vals[11], x);
-    x = fma(vec4<f32>(pb[4][c]), vals[12], x);
-    x = fma(vec4<f32>(pb[5][c]), vals[13], x);
-    x = fma(vec4<f32>(pb[6][c]), vals[14], x);
-    return fma(vec4<f32>(pb[7][c]), vals[15], x);
+    x = fma(vec4<f32>(pr[0][c]), vals[base], x);
+    x = fma(vec4<f32>(pr[1][c]), vals[base + 1u], x);
+    x = fma(vec4<f32>(pr[2][c]), vals[base + 2u], x);
+    x = fma(vec4<f32>(pr[3][c]), vals[base + 3u], x);
+    x = fma(vec4<f32>(pr[4][c]), vals[base + 4u], x);
+    x = fma(vec4<f32>(pr[5][c]), vals[base + 5u], x);
+    x = fma(vec4<f32>(pr[6][c]), vals[base + 6u], x);
+    return fma(vec4<f32>(pr[7][c]), vals[base + 7u], x);
 }
 
-// The block's 16 keys s0 .. s0 + 16 (key s0 + L scored by lane L, s0 + 8 + L by lane L
-// too) added to every output of the lane, shrunk first as the running max moved.
-fn add_values(s0: u32, v_base: u32, v_row: u32, dv4: u32, careful: bool) {
+// This lane's column `col` (in vec4s from the head's start) of the value rows of keys
+// s0 + 8κ .. + 8 into vals[8κ ..].
+fn load_vals8(vals: ptr<function, array<vec4<f32>, 32>>, kappa: u32, s0: u32, col: u32, v_row: u32) {
     let last = p.cols - 1u;
+    for (var key = 0u; key < 8u; key++) {
+        (*vals)[8u * kappa + key] = vec4<f32>(v[col + min(s0 + 8u * kappa + key, last) * v_row]);
+    }
+}
+
+// The block's 32 keys s0 .. s0 + 32 (key s0 + 8κ + L scored by lane L) added to every
+// output of the lane, in order, shrunk first as the running max moved.
+fn add_values(s0: u32, v_base: u32, v_row: u32, dv4: u32, careful: bool) {
     for (var i = 0u; i < CPL; i++) {
-        // This lane's column (lane + 8i) of the 16 value rows.
+        // This lane's column (lane + 8i) of the 32 value rows.
         let col = v_base + min(lane + 8u * i, dv4 - 1u);
-        var vals: array<vec4<f32>, 16>;
-        for (var key = 0u; key < 16u; key++) {
-            vals[key] = vec4<f32>(v[col + min(s0 + key, last) * v_row]);
-        }
+        var vals: array<vec4<f32>, 32>;
+        load_vals8(&vals, 0u, s0, col, v_row);
+        load_vals8(&vals, 1u, s0, col, v_row);
+        load_vals8(&vals, 2u, s0, col, v_row);
+        load_vals8(&vals, 3u, s0, col, v_row);
         for (var g = 0u; g < 8u; g++) {
             let pa = from_lanes8(probs[g * WG + slot]);
             let pb = from_lanes8(probs[(8u + g) * WG + slot]);
+            let pc = from_lanes8(probs[(16u + g) * WG + slot]);
+            let pd = from_lanes8(probs[(24u + g) * WG + slot]);
             let shrink = shrinks[g * WG + slot];
             for (var c = 0u; c < 4u; c++) {
                 let a = acc_at(4u * g + c, i);
-                acc[a] = add16(acc[a] * shrink[c], pa, pb, c, vals, careful);
+                var x = add8(acc[a] * shrink[c], pa, c, vals, 0u, careful);
+                x = add8(x, pb, c, vals, 8u, careful);
+                x = add8(x, pc, c, vals, 16u, careful);
+                acc[a] = add8(x, pd, c, vals, 24u, careful);
             }
         }
     }
@@ -491,15 +485,11 @@ fn main(
         let careful = walk == 1u;
         start_rows(w, resumes);
         for (var s0 = kv_begin; s0 < kv_end; s0 += KEYS) {
-            w.key_a = s0 + lane;
-            w.key_b = s0 + 8u + lane;
+            w.keys = vec4<u32>(s0 + lane) + vec4<u32>(0u, 8u, 16u, 24u);
             w.masked = s0 + KEYS > open_end;
-            dot_keys(
-                rows,
-                head_rows.k_base + min(w.key_a, p.cols - 1u) * head_rows.k_row,
-                head_rows.k_base + min(w.key_b, p.cols - 1u) * head_rows.k_row,
-                p.depth / 4u,
-            );
+            let key_rows = vec4<u32>(head_rows.k_base)
+                + min(w.keys, vec4<u32>(p.cols - 1u)) * head_rows.k_row;
+            dot_keys(rows, key_rows, p.depth / 4u);
             mask_block(w);
             softmax_group(0u);
             softmax_group(1u);

@@ -226,11 +226,11 @@ impl Tuning {
     /// - With them `Auto` prefers three passes on both. On the H200 the bench's SDPA rows ran
     ///   2.4× (bert-base) to 3.6× (long) faster than through the fused kernel. On lavapipe
     ///   the fused kernel of 8-lane subgroups (`fused_lanes.wgsl`) is faster once compiled
-    ///   (one bench run: SDPA bert-base 30.4 ms against 38–46 through three passes, long
-    ///   321 against 355, long-causal 164 against 199, batched 11.8 against 11.7–14.2), but
+    ///   (one bench run: SDPA bert-base 24.7 ms against 39.5 through three passes, long
+    ///   244 against 346, long-causal 129 against 190, batched 8.9 against 14.0), but
     ///   compiling it with an empty shader cache took bert-base MHA's first forward from
-    ///   0.49–0.50 s to 1.61–1.65 s: three passes stay the default, and `tune` (which
-    ///   measures the warm speed) may prefer the fused kernel.
+    ///   0.49–0.50 s to 2.36–2.40 s: three passes stay the default, and `tune` (which
+    ///   measures the warm speed) prefers the fused kernel.
     /// - Softmax: on a CPU adapter an invocation per row (`softmax_whole_rows`) and rows of 8
     ///   invocations — one SIMD batch of lavapipe's (a row of 512 scores: 10.6 ms at 8,
     ///   21 ms at 64, per bert-base pass); on the H200 a workgroup per row, 128 invocations

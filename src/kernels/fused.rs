@@ -157,15 +157,16 @@ fn direct_fixed_iterations(dv4: u64) -> u64 {
     4 * (4 * dv4 + 4) + 2
 }
 
-/// Keys per block of `fused_lanes.wgsl`: 2 per lane.
-pub const LANES_KEYS: u32 = 16;
+/// Keys per block of `fused_lanes.wgsl`: 4 per lane.
+pub const LANES_KEYS: u32 = 32;
 
-/// Loop iterations of `fused_lanes.wgsl` per block of 16 keys and walk, counting every loop
-/// as if none were unrolled: the block's own, the dot products (d/4), the masks (16 score
-/// vec4s × 4 rows), and per output vec4 of a lane (`columns`) the 16 value loads and 8
-/// groups of 4 rows.
+/// Loop iterations of `fused_lanes.wgsl` per block of 32 keys and walk, counting every loop
+/// as if none were unrolled: the block's own, the dot products (d/4, each 4 rows of 8 × 4
+/// keys), the scaling (32 vec4s), the masks (8 groups moved out and back, 4 each, and one
+/// loop over 128 scores), the softmax (8 groups, 2 loops of 4), and per output vec4 of a
+/// lane (`columns`) the 32 value loads and 8 groups of 4 rows.
 fn lanes_block_iterations(d4: u64, columns: u64) -> u64 {
-    1 + d4 + 16 * (1 + 4) + columns * (1 + 16 + 8 * (1 + 4))
+    1 + d4 * (1 + 4 * 4) + 32 + 2 * 8 * 4 + 128 + 8 * 2 * 4 + columns * (1 + 32 + 8 * (1 + 4))
 }
 
 /// Loop iterations of `fused_lanes.wgsl` outside its key blocks, in the worst case of two
@@ -390,9 +391,9 @@ impl Variant {
     /// scalar flags (each variable counts rounded up to 16 bytes, as WebGPU counts them).
     pub fn workgroup_bytes(&self) -> u32 {
         if self.lanes {
-            // Per invocation: 32 rows of its output columns, 16 vec4s of probabilities and
+            // Per invocation: 32 rows of its output columns, 32 vec4s of probabilities and
             // 8 of shrink factors.
-            return (32 * self.lanes_columns() + 24) * self.invocations() * 16;
+            return (32 * self.lanes_columns() + 40) * self.invocations() * 16;
         }
         if self.direct {
             // Four output rows per invocation.
@@ -653,7 +654,7 @@ mod tests {
     }
 
     /// The 8-lane subgroup kernel's runs stay under llvmpipe's cap in the worst case, counted
-    /// loop by loop as `fused_lanes.wgsl` has them, and are whole blocks of 16 keys; its
+    /// loop by loop as `fused_lanes.wgsl` has them, and are whole blocks of 32 keys; its
     /// workgroup halves to fit workgroup memory, and stays unshared where 8 do not fit or
     /// the subgroups are not 8 wide, or the call has fewer than 32 rows.
     #[test]
@@ -674,7 +675,7 @@ mod tests {
             );
             let keys = variant.keys_under_loop_cap(cap, d, dv) as u64;
             assert!(
-                keys.is_multiple_of(16) && keys >= 256,
+                keys.is_multiple_of(32) && keys >= 256,
                 "d {d} dv {dv}: {keys}"
             );
             // ceil(dv / 32) output vec4s per lane: dv 80 takes 3, not a power of two.
@@ -683,20 +684,22 @@ mod tests {
             // Starting the 32 rows (each a loop over its columns) in both walks, checking
             // them once, saving or writing them once.
             let rows = 32 * (1 + columns);
-            // Per block: its own iteration, the dot products, the masks (16 vec4s of 4
-            // scores), and per column the 16 value loads and 8 groups of 4 rows.
-            let per_block = 1 + d as u64 / 4 + 16 * 5 + columns * (1 + 16 + 8 * 5);
-            let worst = 2 + 2 * (rows + keys / 16 * per_block) + 2 * rows;
+            // Per block: its own iteration; the dot products, each step with 4 calls of a
+            // loop over 4 keys; scaling 32 vec4s; the masks (8 groups moved out and back, 4
+            // vec4s each, and 128 scores); the softmax's 2 loops of 4 per group; and per
+            // column the 32 value loads and 8 groups of 4 rows.
+            let per_block = 1 + d as u64 / 4 * 17 + 32 + 64 + 128 + 64 + columns * (1 + 32 + 8 * 5);
+            let worst = 2 + 2 * (rows + keys / 32 * per_block) + 2 * rows;
             assert!(
                 worst <= cap,
                 "d {d} dv {dv}: {keys} keys, {worst} iterations"
             );
         }
-        assert_eq!(lanes(16, 64, 64).unwrap().wg_y, 16); // (64 + 24) vec4s × 16 = 22 KiB
-        assert_eq!(lanes(16, 64, 128).unwrap().wg_y, 8); // 152 vec4s × 8 = 19 KiB
+        assert_eq!(lanes(16, 64, 64).unwrap().wg_y, 16); // (64 + 40) vec4s × 16 = 26 KiB
+        assert_eq!(lanes(16, 64, 128).unwrap().wg_y, 8); // 168 vec4s × 8 = 21 KiB
         assert_eq!(lanes(12, 64, 64).unwrap().wg_y, 8);
         // dv 256: the register-blocked kernel fits 8 invocations (32 KiB), the lanes kernel
-        // not even 8 ((256 + 24) vec4s × 8 = 35 KiB): the keys and values are shared instead.
+        // not even 8 ((256 + 40) vec4s × 8 = 37 KiB): the keys and values are shared instead.
         let wide = lanes(16, 64, 256).unwrap();
         assert!(wide.subgroups && !wide.lanes && wide.wg_y == 8, "{wide:?}");
         let direct = Variant::direct(16, 64, 64, &limits).unwrap();
