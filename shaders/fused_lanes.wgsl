@@ -141,14 +141,9 @@ fn dot_keys(rows: vec4<u32>, keys: vec4<u32>, steps: u32) {
 // (keys past the end -inf): in workgroup memory, rows and keys taken in a loop.
 fn mask_block(w: Walk) {
     if w.masked {
-        move_group(0u, true);
-        move_group(1u, true);
-        move_group(2u, true);
-        move_group(3u, true);
-        move_group(4u, true);
-        move_group(5u, true);
-        move_group(6u, true);
-        move_group(7u, true);
+        for (var j = 0u; j < 32u; j++) {
+            probs[j * WG + slot] = sc[j];
+        }
         // One loop over the 32 vec4s' 128 scores: too long for the compiler to unroll, which
         // would spell out a copy of the masks' reads per score (on lavapipe 0.2 s of
         // compiling for 64).
@@ -162,24 +157,7 @@ fn mask_block(w: Walk) {
             }
             probs[j * WG + slot][c] = x;
         }
-        move_group(0u, false);
-        move_group(1u, false);
-        move_group(2u, false);
-        move_group(3u, false);
-        move_group(4u, false);
-        move_group(5u, false);
-        move_group(6u, false);
-        move_group(7u, false);
-    }
-}
-
-// Group g's 4 score vec4s into workgroup memory (`out`), or back.
-fn move_group(g: u32, out: bool) {
-    for (var kappa = 0u; kappa < 4u; kappa++) {
-        let j = g + 8u * kappa;
-        if out {
-            probs[j * WG + slot] = sc[j];
-        } else {
+        for (var j = 0u; j < 32u; j++) {
             sc[j] = probs[j * WG + slot];
         }
     }
@@ -276,7 +254,8 @@ fn add_values(s0: u32, v_base: u32, v_row: u32, dv4: u32, careful: bool) {
 }
 
 // Row r's running max, sum and flag where the row-wise steps (the walk's start and end)
-// keep them: in workgroup memory, the max and sum in `probs`, the flag in `shrinks`.
+// keep them: in workgroup memory, the max and sum in `probs`, the flag in `shrinks` (at the
+// same place as the max).
 fn max_at(r: u32) -> u32 {
     return (r / 4u) * WG + slot;
 }
@@ -298,30 +277,12 @@ fn stash(g: u32) {
     shrinks[g * WG + slot] = select(vec4<f32>(0.0), vec4<f32>(1.0), row_bad[g]);
 }
 
-// Group g's flags and sums merged over the lanes.
-fn merge_group(g: u32) {
+// Group g's flags and sums merged over the lanes, and its state into workgroup memory.
+fn merge_and_stash(g: u32) {
     let flags = subgroupMax(select(vec4<u32>(0u), vec4<u32>(1u), row_bad[g]));
     row_bad[g] = flags != vec4<u32>(0u);
     row_sum[g] = subgroupAdd(row_sum[g]);
-}
-
-fn merge_and_stash() {
-    merge_group(0u);
-    merge_group(1u);
-    merge_group(2u);
-    merge_group(3u);
-    merge_group(4u);
-    merge_group(5u);
-    merge_group(6u);
-    merge_group(7u);
-    stash(0u);
-    stash(1u);
-    stash(2u);
-    stash(3u);
-    stash(4u);
-    stash(5u);
-    stash(6u);
-    stash(7u);
+    stash(g);
 }
 
 // The rows before the first block: nothing seen, or the state the previous run of keys
@@ -504,7 +465,14 @@ fn main(
         // The lanes' flags and sums merged (once in the code: each copy of the stashing
         // costs compile time). A row that is not NaN anyway and ended non-finite met a
         // non-finite value: walk again, carefully.
-        merge_and_stash();
+        merge_and_stash(0u);
+        merge_and_stash(1u);
+        merge_and_stash(2u);
+        merge_and_stash(3u);
+        merge_and_stash(4u);
+        merge_and_stash(5u);
+        merge_and_stash(6u);
+        merge_and_stash(7u);
         if careful || subgroupAll(rows_finite()) {
             break;
         }

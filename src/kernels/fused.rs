@@ -162,11 +162,11 @@ pub const LANES_KEYS: u32 = 32;
 
 /// Loop iterations of `fused_lanes.wgsl` per block of 32 keys and walk, counting every loop
 /// as if none were unrolled: the block's own, the dot products (d/4, each 4 rows of 8 × 4
-/// keys), the scaling (32 vec4s), the masks (8 groups moved out and back, 4 each, and one
-/// loop over 128 scores), the softmax (8 groups, 2 loops of 4), and per output vec4 of a
+/// keys), the scaling (32 vec4s), the masks (32 vec4s moved out and back, and one loop
+/// over 128 scores), the softmax (8 groups, 2 loops of 4), and per output vec4 of a
 /// lane (`columns`) the 32 value loads and 8 groups of 4 rows.
 fn lanes_block_iterations(d4: u64, columns: u64) -> u64 {
-    1 + d4 * (1 + 4 * 4) + 32 + 2 * 8 * 4 + 128 + 8 * 2 * 4 + columns * (1 + 32 + 8 * (1 + 4))
+    1 + d4 * (1 + 4 * 4) + 32 + 2 * 32 + 128 + 8 * 2 * 4 + columns * (1 + 32 + 8 * (1 + 4))
 }
 
 /// Loop iterations of `fused_lanes.wgsl` outside its key blocks, in the worst case of two
@@ -685,8 +685,8 @@ mod tests {
             // them once, saving or writing them once.
             let rows = 32 * (1 + columns);
             // Per block: its own iteration; the dot products, each step with 4 calls of a
-            // loop over 4 keys; scaling 32 vec4s; the masks (8 groups moved out and back, 4
-            // vec4s each, and 128 scores); the softmax's 2 loops of 4 per group; and per
+            // loop over 4 keys; scaling 32 vec4s; the masks (32 vec4s moved out and back,
+            // and 128 scores); the softmax's 2 loops of 4 per group; and per
             // column the 32 value loads and 8 groups of 4 rows.
             let per_block = 1 + d as u64 / 4 * 17 + 32 + 64 + 128 + 64 + columns * (1 + 32 + 8 * 5);
             let worst = 2 + 2 * (rows + keys / 32 * per_block) + 2 * rows;
