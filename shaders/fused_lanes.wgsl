@@ -49,34 +49,48 @@ const ROWS: u32 = 32u;   // query rows per subgroup
 const KEYS: u32 = 32u;   // keys per block: 4 per lane
 
 // The 32 rows are taken in 8 groups of 4 (group g: rows 4g .. 4g + 4, one per component).
-// What each block's steps keep per group is in registers: private arrays indexed only by
-// constants, the group spelled out in each call (softmax_group(0u) .. (7u)). On lavapipe one
-// index computed at run time moves the whole array out of registers, and a loop the
-// compiler must unroll for its indices to be constant costs compile time (a version with
-// the outputs in registers compiled for 14 s and ran 8× slower): the outputs, which loops
-// of run-time bounds visit, live in workgroup memory instead, and so does the state at the
-// walk's start and end, which loops over rows visit. Compile time grows with the memory
-// accesses in unrolled code (on lavapipe about 10 ms each; the kernel compiles in about
-// 1.5 s): mind them when adding to the spelled-out calls.
+// Only the block's dot products keep their state in registers: a private array indexed by
+// constants (on lavapipe one index computed at run time moves a whole array out of
+// registers, and the per-lane code of each such access costs more compile time than a
+// workgroup access). Everything the loops over row groups visit lives in workgroup memory,
+// each invocation in its own slots, so those loops stay loops: compile time grows with the
+// memory accesses in the code (on lavapipe each is a loop over the lanes, about 5 ms of
+// compiling per vec4 load and 9 per store), and a version with the 8 groups' softmax
+// spelled out compiled for 2.3 s against 0.75 s (one with the outputs in registers: 14 s).
 var<private> lane: u32;
 var<private> slot: u32; // the invocation's index in its workgroup
-// The block's scores, then probabilities: sc[8κ + g] for the lane's key κ (0..4).
-var<private> sc: array<vec4<f32>, 32>;
-// Per group: the running max (the same in every lane), this lane's part of the running
-// sum, and whether a row met a NaN or +inf score (in this lane, until merged).
-var<private> row_max: array<vec4<f32>, 8>;
-var<private> row_sum: array<vec4<f32>, 8>;
-var<private> row_bad: array<vec4<bool>, 8>;
+// The rows (bit r: row m0 + r) that met a NaN or +inf score, in this lane until merged.
+var<private> bad_rows: u32;
 
 // This invocation's outputs: row r's vec4 (lane + 8i) at acc[acc_at(r, i)].
 var<workgroup> acc: array<vec4<f32>, ROWS * CPL * WG>;
-// The block's probabilities as sc holds them, and each group's factor of shrinking; at the
-// walk's start and end, the rows' max and sum (in `probs`) and flags (in `shrinks`).
+// The block's scores, then probabilities: the lane's key κ (s0 + lane + 8κ) against group
+// g's rows at probs[(8κ + g) * WG + slot].
 var<workgroup> probs: array<vec4<f32>, 32 * WG>;
+// Per group: the block's factor of shrinking.
 var<workgroup> shrinks: array<vec4<f32>, 8 * WG>;
+// Per group: the running max (the same in every lane), and this lane's part of the running
+// sum (the subgroup's sum once merged).
+var<workgroup> stats: array<vec4<f32>, 16 * WG>;
 
 fn acc_at(r: u32, i: u32) -> u32 {
     return (r + ROWS * i) * WG + slot;
+}
+
+fn probs_at(j: u32) -> u32 {
+    return j * WG + slot;
+}
+
+fn max_at(g: u32) -> u32 {
+    return g * WG + slot;
+}
+
+fn sum_at(g: u32) -> u32 {
+    return (8u + g) * WG + slot;
+}
+
+fn is_bad(r: u32) -> bool {
+    return ((bad_rows >> r) & 1u) != 0u;
 }
 
 // What a subgroup's walk needs beside the lane's state.
@@ -86,6 +100,7 @@ struct Walk {
     zs: u32,        // batch × heads: the launch's z extent
     m0: u32,        // the subgroup's first query row
     last_row: u32,  // its last row that exists
+    groups: u32,    // its groups of 4 rows that hold a row that exists
     dv4: u32,
     // Scores of a block: its 4 keys in this lane (s0 + lane + 8κ), and whether they need
     // the masks.
@@ -117,8 +132,8 @@ fn dot_rows8(s: ptr<function, array<vec4<f32>, 32>>, h: u32, x: array<vec4<f32>,
 }
 
 // The 32 rows' scores of the lane's 4 keys, whose rows start at vec4s `keys`, scaled, into
-// sc: lane j loads vec4 t of rows j, 8 + j, 16 + j, 24 + j (`rows`) and the subgroup shares
-// them.
+// probs: lane j loads vec4 t of rows j, 8 + j, 16 + j, 24 + j (`rows`) and the subgroup
+// shares them.
 fn dot_keys(rows: vec4<u32>, keys: vec4<u32>, steps: u32) {
     var s: array<vec4<f32>, 32>;
     for (var t = 0u; t < steps; t++) {
@@ -132,18 +147,14 @@ fn dot_keys(rows: vec4<u32>, keys: vec4<u32>, steps: u32) {
         dot_rows8(&s, 3u, from_lanes8(vec4<f32>(q[rows.w + t])), kv);
     }
     for (var j = 0u; j < 32u; j++) {
-        s[j] = s[j] * p.scale;
+        probs[probs_at(j)] = s[j] * p.scale;
     }
-    sc = s;
 }
 
 // The block's scores through the masks and the causal limit where `w.masked`
-// (keys past the end -inf): in workgroup memory, rows and keys taken in a loop.
+// (keys past the end -inf).
 fn mask_block(w: Walk) {
     if w.masked {
-        for (var j = 0u; j < 32u; j++) {
-            probs[j * WG + slot] = sc[j];
-        }
         // One loop over the 32 vec4s' 128 scores: too long for the compiler to unroll, which
         // would spell out a copy of the masks' reads per score (on lavapipe 0.2 s of
         // compiling for 64).
@@ -153,40 +164,46 @@ fn mask_block(w: Walk) {
             let key = w.keys[j / 8u];
             var x = neg_inf();
             if key < p.cols {
-                x = masked_score(probs[j * WG + slot][c], w.hd, row_of(w, j % 8u, c), key);
+                x = masked_score(probs[probs_at(j)][c], w.hd, row_of(w, j % 8u, c), key);
             }
-            probs[j * WG + slot][c] = x;
-        }
-        for (var j = 0u; j < 32u; j++) {
-            sc[j] = probs[j * WG + slot];
+            probs[probs_at(j)][c] = x;
         }
     }
 }
 
-// Group g's online-softmax step over the block: its running max, sum and flags moved on,
-// its probabilities and its factor of shrinking into workgroup memory for add_values.
-fn softmax_group(g: u32) {
-    var x = array<vec4<f32>, 4>(sc[g], sc[8u + g], sc[16u + g], sc[24u + g]);
-    // A NaN or +inf score makes its row NaN: flag it, and leave the key out.
-    for (var kappa = 0u; kappa < 4u; kappa++) {
-        let bad = poisons4(x[kappa]);
-        row_bad[g] = row_bad[g] | bad;
-        x[kappa] = select(x[kappa], vec4<f32>(neg_inf()), bad);
+// The online-softmax step of the block, group by group: the running max, sum and flags
+// moved on, the probabilities (in place of the scores) and the factors of shrinking in
+// workgroup memory for add_values.
+fn softmax_block(groups: u32) {
+    for (var g = 0u; g < groups; g++) {
+        var x = array<vec4<f32>, 4>(
+            probs[probs_at(g)], probs[probs_at(8u + g)],
+            probs[probs_at(16u + g)], probs[probs_at(24u + g)],
+        );
+        // A NaN or +inf score makes its row NaN: flag it, and leave the key out.
+        var bad = vec4<bool>(false);
+        for (var kappa = 0u; kappa < 4u; kappa++) {
+            let b = poisons4(x[kappa]);
+            bad = bad | b;
+            x[kappa] = select(x[kappa], vec4<f32>(neg_inf()), b);
+        }
+        let bits = select(vec4<u32>(0u), vec4<u32>(1u, 2u, 4u, 8u), bad);
+        bad_rows |= (bits.x | bits.y | bits.z | bits.w) << (4u * g);
+        let max_old = stats[max_at(g)];
+        let max_new = max(max_old, subgroupMax(max(max(x[0], x[1]), max(x[2], x[3]))));
+        // Where a row has seen nothing yet, exp(−inf − 0) = 0.
+        let pivot = select(max_new, vec4<f32>(0.0), neg_inf4(max_new));
+        let shrink = exp(max_old - pivot);
+        var sum = stats[sum_at(g)] * shrink;
+        for (var kappa = 0u; kappa < 4u; kappa++) {
+            let pr = exp(x[kappa] - pivot);
+            sum += pr;
+            probs[probs_at(g + 8u * kappa)] = pr;
+        }
+        stats[max_at(g)] = max_new;
+        stats[sum_at(g)] = sum;
+        shrinks[g * WG + slot] = shrink;
     }
-    let max_old = row_max[g];
-    let max_new = max(max_old, subgroupMax(max(max(x[0], x[1]), max(x[2], x[3]))));
-    // Where a row has seen nothing yet, exp(−inf − 0) = 0.
-    let pivot = select(max_new, vec4<f32>(0.0), neg_inf4(max_new));
-    let shrink = exp(max_old - pivot);
-    var sum = row_sum[g] * shrink;
-    for (var kappa = 0u; kappa < 4u; kappa++) {
-        let pr = exp(x[kappa] - pivot);
-        sum += pr;
-        probs[(g + 8u * kappa) * WG + slot] = pr;
-    }
-    row_max[g] = max_new;
-    row_sum[g] = sum;
-    shrinks[g * WG + slot] = shrink;
 }
 
 // x plus 8 keys' probabilities pr[L][c] (key L of the 8) times their values
@@ -227,20 +244,20 @@ fn load_vals8(vals: ptr<function, array<vec4<f32>, 32>>, kappa: u32, s0: u32, co
 
 // The block's 32 keys s0 .. s0 + 32 (key s0 + 8κ + L scored by lane L) added to every
 // output of the lane, in order, shrunk first as the running max moved.
-fn add_values(s0: u32, v_base: u32, v_row: u32, dv4: u32, careful: bool) {
+fn add_values(s0: u32, v_base: u32, v_row: u32, w: Walk, careful: bool) {
     for (var i = 0u; i < CPL; i++) {
         // This lane's column (lane + 8i) of the 32 value rows.
-        let col = v_base + min(lane + 8u * i, dv4 - 1u);
+        let col = v_base + min(lane + 8u * i, w.dv4 - 1u);
         var vals: array<vec4<f32>, 32>;
         load_vals8(&vals, 0u, s0, col, v_row);
         load_vals8(&vals, 1u, s0, col, v_row);
         load_vals8(&vals, 2u, s0, col, v_row);
         load_vals8(&vals, 3u, s0, col, v_row);
-        for (var g = 0u; g < 8u; g++) {
-            let pa = from_lanes8(probs[g * WG + slot]);
-            let pb = from_lanes8(probs[(8u + g) * WG + slot]);
-            let pc = from_lanes8(probs[(16u + g) * WG + slot]);
-            let pd = from_lanes8(probs[(24u + g) * WG + slot]);
+        for (var g = 0u; g < w.groups; g++) {
+            let pa = from_lanes8(probs[probs_at(g)]);
+            let pb = from_lanes8(probs[probs_at(8u + g)]);
+            let pc = from_lanes8(probs[probs_at(16u + g)]);
+            let pd = from_lanes8(probs[probs_at(24u + g)]);
             let shrink = shrinks[g * WG + slot];
             for (var c = 0u; c < 4u; c++) {
                 let a = acc_at(4u * g + c, i);
@@ -253,41 +270,18 @@ fn add_values(s0: u32, v_base: u32, v_row: u32, dv4: u32, careful: bool) {
     }
 }
 
-// Row r's running max, sum and flag where the row-wise steps (the walk's start and end)
-// keep them: in workgroup memory, the max and sum in `probs`, the flag in `shrinks` (at the
-// same place as the max).
-fn max_at(r: u32) -> u32 {
-    return (r / 4u) * WG + slot;
-}
-
-fn sum_at(r: u32) -> u32 {
-    return (8u + r / 4u) * WG + slot;
-}
-
-// Group g's state from workgroup memory into registers, and back.
-fn unstash(g: u32) {
-    row_max[g] = probs[g * WG + slot];
-    row_sum[g] = probs[(8u + g) * WG + slot];
-    row_bad[g] = shrinks[g * WG + slot] != vec4<f32>(0.0);
-}
-
-fn stash(g: u32) {
-    probs[g * WG + slot] = row_max[g];
-    probs[(8u + g) * WG + slot] = row_sum[g];
-    shrinks[g * WG + slot] = select(vec4<f32>(0.0), vec4<f32>(1.0), row_bad[g]);
-}
-
-// Group g's flags and sums merged over the lanes, and its state into workgroup memory.
-fn merge_and_stash(g: u32) {
-    let flags = subgroupMax(select(vec4<u32>(0u), vec4<u32>(1u), row_bad[g]));
-    row_bad[g] = flags != vec4<u32>(0u);
-    row_sum[g] = subgroupAdd(row_sum[g]);
-    stash(g);
+// The lanes' flags and sums merged over the subgroup.
+fn merge_rows(groups: u32) {
+    bad_rows = subgroupOr(bad_rows);
+    for (var g = 0u; g < groups; g++) {
+        stats[sum_at(g)] = subgroupAdd(stats[sum_at(g)]);
+    }
 }
 
 // The rows before the first block: nothing seen, or the state the previous run of keys
 // saved (its sum in lane 0, since the lanes' parts are added up at the end).
 fn start_rows(w: Walk, resumes: bool) {
+    bad_rows = 0u;
     for (var r = 0u; r < ROWS; r++) {
         let l = min(w.m0 + r, w.last_row);
         var x = vec3<f32>(neg_inf(), 0.0, 0.0);
@@ -295,9 +289,11 @@ fn start_rows(w: Walk, resumes: bool) {
             let st = partial_stats(0u, w.z, l, w.zs);
             x = vec3<f32>(partial[st], select(0.0, partial[st + 1u], lane == 0u), partial[st + 2u]);
         }
-        probs[max_at(r)][r % 4u] = x.x;
-        probs[sum_at(r)][r % 4u] = x.y;
-        shrinks[max_at(r)][r % 4u] = x.z;
+        stats[max_at(r / 4u)][r % 4u] = x.x;
+        stats[sum_at(r / 4u)][r % 4u] = x.y;
+        if x.z != 0.0 {
+            bad_rows |= 1u << r;
+        }
         let at = partial_out(0u, w.z, l, w.zs);
         for (var i = 0u; i < CPL; i++) {
             var y = vec4<f32>(0.0);
@@ -308,22 +304,14 @@ fn start_rows(w: Walk, resumes: bool) {
             acc[acc_at(r, i)] = y;
         }
     }
-    unstash(0u);
-    unstash(1u);
-    unstash(2u);
-    unstash(3u);
-    unstash(4u);
-    unstash(5u);
-    unstash(6u);
-    unstash(7u);
 }
 
 // Whether the rows, other than those that are NaN anyway, are finite in this lane's
-// columns (after merge_and_stash).
+// columns (after merge_rows).
 fn rows_finite() -> bool {
     var finite = true;
     for (var r = 0u; r < ROWS; r++) {
-        if shrinks[max_at(r)][r % 4u] == 0.0 {
+        if !is_bad(r) {
             for (var i = 0u; i < CPL; i++) {
                 finite = finite && all_finite(acc[acc_at(r, i)]);
             }
@@ -332,7 +320,7 @@ fn rows_finite() -> bool {
     return finite;
 }
 
-// The rows' state, for the next run of keys to go on from (after merge_and_stash).
+// The rows' state, for the next run of keys to go on from (after merge_rows).
 fn save_rows(w: Walk) {
     for (var r = 0u; r < ROWS; r++) {
         let l = w.m0 + r;
@@ -352,14 +340,14 @@ fn save_rows(w: Walk) {
         }
         if lane == 0u {
             let st = partial_stats(0u, w.z, l, w.zs);
-            partial[st] = probs[max_at(r)][r % 4u];
-            partial[st + 1u] = probs[sum_at(r)][r % 4u];
-            partial[st + 2u] = shrinks[max_at(r)][r % 4u];
+            partial[st] = stats[max_at(r / 4u)][r % 4u];
+            partial[st + 1u] = stats[sum_at(r / 4u)][r % 4u];
+            partial[st + 2u] = select(0.0, 1.0, is_bad(r));
         }
     }
 }
 
-// The rows normalised into `o` (after merge_and_stash): a row that saw
+// The rows normalised into `o` (after merge_rows): a row that saw
 // nothing (sum 0) as zeros, a flagged row as NaN.
 fn write_rows(w: Walk) {
     let hd = w.hd;
@@ -369,12 +357,12 @@ fn write_rows(w: Walk) {
         if l >= p.rows {
             break;
         }
-        let sum = probs[sum_at(r)][r % 4u];
+        let sum = stats[sum_at(r / 4u)][r % 4u];
         var inv = 1.0 / sum;
         if sum == 0.0 {
             inv = 0.0;
         }
-        if shrinks[max_at(r)][r % 4u] != 0.0 {
+        if is_bad(r) {
             inv = nan();
         }
         let at = o_base + l * p.o_stride_l;
@@ -411,6 +399,7 @@ fn main(
     w.hd = head_of(wg.z, 0u, p.heads_q, p.group);
     w.m0 = m0;
     w.last_row = min(m0 + ROWS - 1u, p.rows - 1u);
+    w.groups = (w.last_row - m0) / 4u + 1u;
     w.dv4 = p.depth_v / 4u;
     let hd = w.hd;
     // In vec4s: this head's rows of Q, K and V.
@@ -452,27 +441,12 @@ fn main(
                 + min(w.keys, vec4<u32>(p.cols - 1u)) * head_rows.k_row;
             dot_keys(rows, key_rows, p.depth / 4u);
             mask_block(w);
-            softmax_group(0u);
-            softmax_group(1u);
-            softmax_group(2u);
-            softmax_group(3u);
-            softmax_group(4u);
-            softmax_group(5u);
-            softmax_group(6u);
-            softmax_group(7u);
-            add_values(s0, head_rows.v_base, head_rows.v_row, w.dv4, careful);
+            softmax_block(w.groups);
+            add_values(s0, head_rows.v_base, head_rows.v_row, w, careful);
         }
-        // The lanes' flags and sums merged (once in the code: each copy of the stashing
-        // costs compile time). A row that is not NaN anyway and ended non-finite met a
-        // non-finite value: walk again, carefully.
-        merge_and_stash(0u);
-        merge_and_stash(1u);
-        merge_and_stash(2u);
-        merge_and_stash(3u);
-        merge_and_stash(4u);
-        merge_and_stash(5u);
-        merge_and_stash(6u);
-        merge_and_stash(7u);
+        // A row that is not NaN anyway and ended non-finite met a non-finite value: walk
+        // again, carefully.
+        merge_rows(w.groups);
         if careful || subgroupAll(rows_finite()) {
             break;
         }

@@ -162,18 +162,19 @@ pub const LANES_KEYS: u32 = 32;
 
 /// Loop iterations of `fused_lanes.wgsl` per block of 32 keys and walk, counting every loop
 /// as if none were unrolled: the block's own, the dot products (d/4, each 4 rows of 8 × 4
-/// keys), the scaling (32 vec4s), the masks (32 vec4s moved out and back, and one loop
-/// over 128 scores), the softmax (8 groups, 2 loops of 4), and per output vec4 of a
-/// lane (`columns`) the 32 value loads and 8 groups of 4 rows.
+/// keys), storing the scores (32 vec4s), the masks (one loop over 128 scores), the softmax
+/// (8 groups, each 2 loops of 4), and per output vec4 of a lane (`columns`) the 32 value
+/// loads and 8 groups of 4 rows.
 fn lanes_block_iterations(d4: u64, columns: u64) -> u64 {
-    1 + d4 * (1 + 4 * 4) + 32 + 2 * 32 + 128 + 8 * 2 * 4 + columns * (1 + 32 + 8 * (1 + 4))
+    1 + d4 * (1 + 4 * 4) + 32 + 128 + 8 * (1 + 2 * 4) + columns * (1 + 32 + 8 * (1 + 4))
 }
 
 /// Loop iterations of `fused_lanes.wgsl` outside its key blocks, in the worst case of two
-/// walks: starting the 32 rows in each (a loop over `columns` in each row), checking them
-/// after the first, saving or writing them once, and the walks' own.
+/// walks: starting the 32 rows in each (a loop over `columns` in each row), merging the
+/// lanes' sums of 8 groups in each, checking the rows after the first, saving or writing
+/// them once, and the walks' own.
 fn lanes_fixed_iterations(columns: u64) -> u64 {
-    4 * 32 * (1 + columns) + 2
+    4 * 32 * (1 + columns) + 2 * 8 + 2
 }
 
 /// Query rows below which the register-blocked fused kernel reads its own keys and values:
@@ -391,9 +392,9 @@ impl Variant {
     /// scalar flags (each variable counts rounded up to 16 bytes, as WebGPU counts them).
     pub fn workgroup_bytes(&self) -> u32 {
         if self.lanes {
-            // Per invocation: 32 rows of its output columns, 32 vec4s of probabilities and
-            // 8 of shrink factors.
-            return (32 * self.lanes_columns() + 40) * self.invocations() * 16;
+            // Per invocation: 32 rows of its output columns, 32 vec4s of probabilities, 8 of
+            // shrink factors and 16 of running maxima and sums.
+            return (32 * self.lanes_columns() + 56) * self.invocations() * 16;
         }
         if self.direct {
             // Four output rows per invocation.
@@ -685,21 +686,23 @@ mod tests {
             // them once, saving or writing them once.
             let rows = 32 * (1 + columns);
             // Per block: its own iteration; the dot products, each step with 4 calls of a
-            // loop over 4 keys; scaling 32 vec4s; the masks (32 vec4s moved out and back,
-            // and 128 scores); the softmax's 2 loops of 4 per group; and per
-            // column the 32 value loads and 8 groups of 4 rows.
-            let per_block = 1 + d as u64 / 4 * 17 + 32 + 64 + 128 + 64 + columns * (1 + 32 + 8 * 5);
-            let worst = 2 + 2 * (rows + keys / 32 * per_block) + 2 * rows;
+            // loop over 4 keys; storing 32 vec4s of scores; the masks (128 scores); the
+            // softmax's loop over 8 groups, each with 2 loops of 4; and per column the 32
+            // value loads and 8 groups of 4 rows.
+            let per_block = 1 + d as u64 / 4 * 17 + 32 + 128 + 8 * 9 + columns * (1 + 32 + 8 * 5);
+            // Merging the 8 groups' sums after each walk.
+            let merges = 2 * 8;
+            let worst = 2 + 2 * (rows + keys / 32 * per_block) + 2 * rows + merges;
             assert!(
                 worst <= cap,
                 "d {d} dv {dv}: {keys} keys, {worst} iterations"
             );
         }
-        assert_eq!(lanes(16, 64, 64).unwrap().wg_y, 16); // (64 + 40) vec4s × 16 = 26 KiB
-        assert_eq!(lanes(16, 64, 128).unwrap().wg_y, 8); // 168 vec4s × 8 = 21 KiB
+        assert_eq!(lanes(16, 64, 64).unwrap().wg_y, 16); // (64 + 56) vec4s × 16 = 30 KiB
+        assert_eq!(lanes(16, 64, 128).unwrap().wg_y, 8); // 184 vec4s × 8 = 23 KiB
         assert_eq!(lanes(12, 64, 64).unwrap().wg_y, 8);
         // dv 256: the register-blocked kernel fits 8 invocations (32 KiB), the lanes kernel
-        // not even 8 ((256 + 40) vec4s × 8 = 37 KiB): the keys and values are shared instead.
+        // not even 8 ((256 + 56) vec4s × 8 = 39 KiB): the keys and values are shared instead.
         let wide = lanes(16, 64, 256).unwrap();
         assert!(wide.subgroups && !wide.lanes && wide.wg_y == 8, "{wide:?}");
         let direct = Variant::direct(16, 64, 64, &limits).unwrap();
