@@ -244,7 +244,8 @@ impl CorePlan {
                 .filter(|variant| split_count(variant) == 1)
                 .map(|variant| {
                     let width = kernels.fused_subgroup_width;
-                    variant.sharing(width, dims.len_q, dims.head_dim_v, &limits)
+                    let halves = kernels.tuning.fused_lanes_halves;
+                    variant.sharing(width, dims.len_q, dims.head_dim_v, halves, &limits)
                 });
             let variant = match direct {
                 Some(variant) => variant,

@@ -163,6 +163,17 @@ pub struct Tuning {
     /// each invocation loads its own.
     #[serde(default)]
     pub fused_subgroups: bool,
+    /// `fused_lanes.wgsl` takes its dot products 16 query rows at a time, each lane loading
+    /// its keys twice per block, instead of all 32 at once: half the code of its hottest loop,
+    /// so it compiles in less time and runs slower. On lavapipe bert-base SDPA's first use
+    /// took 0.55 s against 0.8 (fresh shader cache), and the kernel ran 8–10% slower. On by
+    /// default, which keeps a cold start within a second; `tune` measures both.
+    #[serde(default = "fused_lanes_halves_default")]
+    pub fused_lanes_halves: bool,
+}
+
+fn fused_lanes_halves_default() -> bool {
+    true
 }
 
 /// Invocations per workgroup of the register-blocked fused kernel on CPU adapters.
@@ -207,6 +218,7 @@ impl Default for Tuning {
             fused_direct: Some(FUSED_DIRECT_CPU),
             // The fused path on lavapipe: bert-base SDPA 51 ms against 65.
             fused_subgroups: true,
+            fused_lanes_halves: fused_lanes_halves_default(),
         }
     }
 }

@@ -92,7 +92,7 @@ fn tile_sizes_are_override_constants() {
             | "softmax_vec4_subgroup" => &["WG"],
             "fused" => &["WG_X", "D_VEC", "WG_Y", "BC", "KV_VEC"],
             "fused_direct" | "fused_direct_subgroup" => &["WG", "DV_VEC"],
-            "fused_lanes" => &["WG", "CPL"],
+            "fused_lanes" => &["WG", "CPL", "HALVES"],
             _ => &[],
         };
         assert_eq!(overrides, expected, "{name}");

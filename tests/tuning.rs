@@ -28,6 +28,7 @@ fn tunings() -> Vec<Tuning> {
             direct_subgroups: true,
             fused_direct: Some(8),
             fused_subgroups: true,
+            fused_lanes_halves: false,
         },
         Tuning {
             gemm: gemm(16, 8, 32),
@@ -42,6 +43,7 @@ fn tunings() -> Vec<Tuning> {
             direct_subgroups: false,
             fused_direct: None,
             fused_subgroups: false,
+            fused_lanes_halves: true,
         },
         Tuning {
             gemm: gemm(4, 16, 8),
@@ -57,6 +59,7 @@ fn tunings() -> Vec<Tuning> {
             direct_subgroups: false,
             fused_direct: Some(64),
             fused_subgroups: true,
+            fused_lanes_halves: true,
         },
         // The register-blocked kernels at the CPU shape, each invocation reading its own
         // rows (the path without subgroup operations), and sharing them through subgroups
@@ -85,6 +88,13 @@ fn tunings() -> Vec<Tuning> {
         },
         Tuning {
             fused_subgroups: false,
+            fused_split_groups: 0,
+            ..base
+        },
+        // The 8-lane subgroup kernel with its dot products over all 32 rows at once (the
+        // default takes them 16 at a time).
+        Tuning {
+            fused_lanes_halves: false,
             fused_split_groups: 0,
             ..base
         },

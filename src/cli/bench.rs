@@ -930,6 +930,9 @@ pub fn open(device: &DeviceArgs) -> Result<Gpu> {
         state(gpu.direct_subgroups()),
         match gpu.fused_subgroup_width() {
             _ if gpu.tuning().fused_direct.is_none() => "off (staged kernel)",
+            Some(8) if gpu.tuning().fused_lanes_halves => {
+                "on (32 query rows per 8-lane subgroup, dot products 16 rows at a time)"
+            }
             Some(8) => "on (32 query rows per 8-lane subgroup)",
             Some(_) => "on (keys and values)",
             None => "off",

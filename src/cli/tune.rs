@@ -391,6 +391,31 @@ pub fn run(device: &DeviceArgs, args: &TuneArgs) -> Result<Outcome> {
         tuned.fused_subgroups = subgroups;
     }
 
+    // Only where the fused kernel of 8-lane subgroups runs: its dot products 16 rows at a
+    // time (compiles sooner) or all 32 at once. Warm speed decides, as for every family.
+    if tuned.fused_direct.is_some()
+        && tuned.fused_subgroups
+        && probe.fused_subgroup_width() == Some(8)
+        && let Some(halves) = pick(
+            "8-lane subgroup kernel's dot products 16 query rows at a time (else 32) — SDPA B1 H8 L256 d64",
+            [true, false],
+            |halves| {
+                let tuning = Tuning {
+                    fused_lanes_halves: halves,
+                    ..tuned
+                };
+                time_sdpa(
+                    &open(&probe, tuning)?,
+                    AttentionPath::Fused,
+                    None,
+                    args.runs,
+                )
+            },
+        )
+    {
+        tuned.fused_lanes_halves = halves;
+    }
+
     // Key splits pay where a call has few query blocks: a decode step (the bench's preset).
     if let Some(target) = pick(
         "fused key splits (target workgroups; 0: never) — SDPA decode B1 H32 L1 S4096 d128",

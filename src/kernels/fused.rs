@@ -141,7 +141,9 @@ pub fn direct_workgroup(
     width: Option<u32>,
     limits: &wgpu::Limits,
 ) -> Option<u32> {
-    Variant::direct(invocations, d, dv, limits).map(|v| v.sharing(width, len_q, dv, limits).wg_y)
+    // The halving of the dot products does not change the workgroup.
+    Variant::direct(invocations, d, dv, limits)
+        .map(|v| v.sharing(width, len_q, dv, false, limits).wg_y)
 }
 
 /// Loop iterations of `fused_direct.wgsl` per block of 8 keys and walk: the dot products
@@ -161,12 +163,23 @@ fn direct_fixed_iterations(dv4: u64) -> u64 {
 pub const LANES_KEYS: u32 = 32;
 
 /// Loop iterations of `fused_lanes.wgsl` per block of 32 keys and walk, counting every loop
-/// as if none were unrolled: the block's own, the dot products (d/4, each 4 rows of 8 × 4
-/// keys), storing the scores (32 vec4s), the masks (one loop over 128 scores), the softmax
+/// as if none were unrolled: the block's own, the dot products and the stores of their
+/// scores ([`lanes_dot_iterations`]), the masks (one loop over 128 scores), the softmax
 /// (8 groups, each 2 loops of 4), and per output vec4 of a lane (`columns`) the 32 value
 /// loads and 8 groups of 4 rows.
-fn lanes_block_iterations(d4: u64, columns: u64) -> u64 {
-    1 + d4 * (1 + 4 * 4) + 32 + 128 + 8 * (1 + 2 * 4) + columns * (1 + 32 + 8 * (1 + 4))
+fn lanes_block_iterations(d4: u64, columns: u64, halves: bool) -> u64 {
+    1 + lanes_dot_iterations(d4, halves) + 128 + 8 * (1 + 2 * 4) + columns * (1 + 32 + 8 * (1 + 4))
+}
+
+/// Loop iterations of `fused_lanes.wgsl`'s dot products per block: all 32 rows at once
+/// (d/4 steps, each 4 rows of 8 × 4 keys; then 32 vec4s stored), or in two halves of 16
+/// (each d/4 steps of 2 rows of 8 × 4 keys; then 4 × 4 vec4s stored).
+fn lanes_dot_iterations(d4: u64, halves: bool) -> u64 {
+    if halves {
+        2 * (1 + d4 * (1 + 2 * 4) + 4 * (1 + 4))
+    } else {
+        d4 * (1 + 4 * 4) + 32
+    }
 }
 
 /// Loop iterations of `fused_lanes.wgsl` outside its key blocks, in the worst case of two
@@ -203,8 +216,10 @@ pub(crate) struct Variant {
     pub subgroups: bool,
     /// `fused_lanes.wgsl`: each 8-lane subgroup takes 32 query rows, its lanes splitting
     /// the keys of a block for the scores and the output columns for the values (needs
-    /// subgroups exactly 8 wide). `wg_y` counts invocations, a multiple of 8, and `bc` is 16.
+    /// subgroups exactly 8 wide). `wg_y` counts invocations, a multiple of 8, and `bc` is 32.
     pub lanes: bool,
+    /// With `lanes`: the dot products 16 query rows at a time (`Tuning::fused_lanes_halves`).
+    pub halves: bool,
 }
 
 /// (query rows, keys) per workgroup, most reuse of each staged key first. More query rows
@@ -237,6 +252,7 @@ impl Variant {
             direct: false,
             subgroups: false,
             lanes: false,
+            halves: false,
         })
     }
 
@@ -256,6 +272,7 @@ impl Variant {
             direct: true,
             subgroups: false,
             lanes: false,
+            halves: false,
         };
         while variant.check(limits).is_err() && variant.wg_y > 4 {
             variant.wg_y /= 2;
@@ -268,7 +285,8 @@ impl Variant {
     /// subgroup (at least 8: `None` where it may not share) and the call has
     /// [`SHARED_ROWS`] rows:
     /// - subgroups of exactly 8: `fused_lanes.wgsl`, its workgroup a whole number of them,
-    ///   halved while it does not fit `limits`;
+    ///   halved while it does not fit `limits`, its dot products 16 rows at a time where
+    ///   `halves`;
     /// - otherwise, or where not even 8 invocations of it fit: the keys and values shared
     ///   (`fused_subgroup.wgsl`) where the workgroup is a whole number of such subgroups,
     ///   so that every subgroup has lanes 0–7 to load the 8 keys (a workgroup of 12 on
@@ -278,6 +296,7 @@ impl Variant {
         width: Option<u32>,
         len_q: usize,
         dv: usize,
+        halves: bool,
         limits: &wgpu::Limits,
     ) -> Self {
         let Some(width) = width.filter(|&w| w >= 8 && self.direct && len_q >= SHARED_ROWS) else {
@@ -297,6 +316,7 @@ impl Variant {
             bc: LANES_KEYS,
             subgroups: true,
             lanes: true,
+            halves,
             ..self
         };
         while lanes.wg_y > 8 && lanes.check(limits).is_err() {
@@ -327,7 +347,7 @@ impl Variant {
             let columns = self.lanes_columns() as u64;
             (
                 lanes_fixed_iterations(columns),
-                lanes_block_iterations(d4, columns),
+                lanes_block_iterations(d4, columns, self.halves),
             )
         } else {
             (
@@ -458,7 +478,11 @@ pub(crate) fn build_combine(device: &wgpu::Device, storage: Storage) -> Kernel {
 pub(crate) fn build(device: &wgpu::Device, variant: Variant, storage: Storage) -> Kernel {
     let (name, constants) = if variant.direct {
         if variant.lanes {
-            let shape = [("WG", variant.wg_y), ("CPL", variant.lanes_columns())];
+            let shape = [
+                ("WG", variant.wg_y),
+                ("CPL", variant.lanes_columns()),
+                ("HALVES", variant.halves as u32),
+            ];
             ("fused_lanes", shape.to_vec())
         } else {
             let shape = [("WG", variant.wg_y), ("DV_VEC", variant.d_vec)];
@@ -665,11 +689,14 @@ mod tests {
             max_compute_workgroup_storage_size: 32 << 10,
             ..Default::default()
         };
-        let lanes = |wg, d, dv| {
-            Variant::direct(wg, d, dv, &limits).map(|v| v.sharing(Some(8), 64, dv, &limits))
+        let lanes_halves = |wg, d, dv, halves| {
+            Variant::direct(wg, d, dv, &limits).map(|v| v.sharing(Some(8), 64, dv, halves, &limits))
         };
-        for (d, dv) in [(8, 8), (64, 64), (128, 128), (64, 40), (64, 80)] {
-            let variant = lanes(16, d, dv).unwrap();
+        let lanes = |wg, d, dv| lanes_halves(wg, d, dv, false);
+        let shapes = [(8, 8), (64, 64), (128, 128), (64, 40), (64, 80)];
+        for ((d, dv), halves) in shapes.into_iter().flat_map(|s| [(s, false), (s, true)]) {
+            let variant = lanes_halves(16, d, dv, halves).unwrap();
+            assert_eq!(variant.halves, halves);
             assert!(
                 variant.lanes && variant.wg_y.is_multiple_of(8),
                 "{variant:?}"
@@ -685,11 +712,18 @@ mod tests {
             // Starting the 32 rows (each a loop over its columns) in both walks, checking
             // them once, saving or writing them once.
             let rows = 32 * (1 + columns);
-            // Per block: its own iteration; the dot products, each step with 4 calls of a
-            // loop over 4 keys; storing 32 vec4s of scores; the masks (128 scores); the
-            // softmax's loop over 8 groups, each with 2 loops of 4; and per column the 32
-            // value loads and 8 groups of 4 rows.
-            let per_block = 1 + d as u64 / 4 * 17 + 32 + 128 + 8 * 9 + columns * (1 + 32 + 8 * 5);
+            // Per block: its own iteration; the dot products, each step with 4 (or, in each
+            // of two halves, 2) calls of a loop over 4 keys, and storing 32 vec4s of scores
+            // (in each half a loop over 4 keys of loops over 4 groups); the masks (128
+            // scores); the softmax's loop over 8 groups, each with 2 loops of 4; and per
+            // column the 32 value loads and 8 groups of 4 rows.
+            let steps = d as u64 / 4;
+            let dots = if halves {
+                2 * (1 + steps * 9 + 4 * 5)
+            } else {
+                steps * 17 + 32
+            };
+            let per_block = 1 + dots + 128 + 8 * 9 + columns * (1 + 32 + 8 * 5);
             // Merging the 8 groups' sums after each walk.
             let merges = 2 * 8;
             let worst = 2 + 2 * (rows + keys / 32 * per_block) + 2 * rows + merges;
@@ -706,13 +740,13 @@ mod tests {
         let wide = lanes(16, 64, 256).unwrap();
         assert!(wide.subgroups && !wide.lanes && wide.wg_y == 8, "{wide:?}");
         let direct = Variant::direct(16, 64, 64, &limits).unwrap();
-        assert!(!direct.sharing(Some(4), 64, 64, &limits).subgroups);
+        assert!(!direct.sharing(Some(4), 64, 64, true, &limits).subgroups);
         assert!(
             !direct
-                .sharing(Some(8), SHARED_ROWS - 1, 64, &limits)
+                .sharing(Some(8), SHARED_ROWS - 1, 64, true, &limits)
                 .subgroups
         );
-        let wide = direct.sharing(Some(16), 64, 64, &limits);
+        let wide = direct.sharing(Some(16), 64, 64, true, &limits);
         assert!(wide.subgroups && !wide.lanes);
     }
 
