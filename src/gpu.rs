@@ -209,8 +209,8 @@ impl Gpu {
             None => match tuning::load_cached(&info) {
                 Some(t) if t.check(&device.limits()).is_ok() => (t, "cached by `wgpu-mha tune`"),
                 _ => (
-                    Tuning::for_device_type(info.device_type),
-                    "defaults for the device type",
+                    Tuning::for_adapter(&info, device.features()),
+                    "defaults for the adapter",
                 ),
             },
         };

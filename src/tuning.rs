@@ -1,6 +1,6 @@
 //! Per-adapter kernel configuration: tile and workgroup sizes, chosen by measuring candidates
 //! on the adapter (`wgpu-mha tune`) and cached on disk, keyed by adapter, driver and crate
-//! version. Without a cached entry the crate uses defaults for the device type. A tuning
+//! version. Without a cached entry the crate uses defaults for the adapter. A tuning
 //! changes only how work is split, never what is computed: results agree up to rounding.
 
 use std::path::PathBuf;
@@ -113,8 +113,9 @@ pub struct Tuning {
     /// the device when `None` or when this one does not fit.
     pub fused_block: Option<(u32, u32)>,
     /// What `AttentionPath::Auto` runs when no weights are asked for: the fused kernel or
-    /// the three-pass path (the device-type defaults: three passes, faster on an H200 with
-    /// the register-blocked kernels and quicker to compile on lavapipe). Either way, calls
+    /// the three-pass path (the defaults, [`Tuning::for_adapter`]: the fused kernel on CPU
+    /// adapters with 8-wide subgroups, where the kernel of 8-lane subgroups runs; three
+    /// passes elsewhere, faster on an H200 and on lavapipe's 4-wide build). Either way, calls
     /// of fewer than 32 query rows run three passes where the register-blocked kernels
     /// serve them and the fused kernel would not split their keys among workgroups
     /// (`fused_split_groups` 0), and the fused kernel where the staged kernels would serve
@@ -235,14 +236,10 @@ impl Tuning {
     /// - Both run QKᵀ and P·V register-blocked where the layout allows. GPUs take 4×8
     ///   workgroups: on the H200 tune's three-pass SDPA took 0.13 ms against 0.30 with the
     ///   staged kernels (8×8: 0.14), and long's P·V 0.44 ms against 2.12.
-    /// - With them `Auto` prefers three passes on both. On the H200 the bench's SDPA rows ran
-    ///   2.4× (bert-base) to 3.6× (long) faster than through the fused kernel. On lavapipe
-    ///   the fused kernel of 8-lane subgroups (`fused_lanes.wgsl`) is faster once compiled
-    ///   (one bench run: SDPA bert-base 24.7 ms against 39.5 through three passes, long
-    ///   244 against 346, long-causal 129 against 190, batched 8.9 against 14.0), but
-    ///   compiling it with an empty shader cache took bert-base MHA's first forward from
-    ///   0.49–0.50 s to 2.36–2.40 s: three passes stay the default, and `tune` (which
-    ///   measures the warm speed) prefers the fused kernel.
+    /// - With them `Auto` prefers three passes here ([`Tuning::for_adapter`] prefers the
+    ///   fused kernel where the adapter runs the kernel of 8-lane subgroups). On the H200 the
+    ///   bench's SDPA rows ran 2.4× (bert-base) to 3.6× (long) faster through three passes
+    ///   than through the fused kernel.
     /// - Softmax: on a CPU adapter an invocation per row (`softmax_whole_rows`) and rows of 8
     ///   invocations — one SIMD batch of lavapipe's (a row of 512 scores: 10.6 ms at 8,
     ///   21 ms at 64, per bert-base pass); on the H200 a workgroup per row, 128 invocations
@@ -252,9 +249,30 @@ impl Tuning {
     ///   0.43–0.45 for the derived 192-row tiles; bk 32 measured 0.31–0.32 but needs more
     ///   than WebGPU's minimum 16 KiB of workgroup memory).
     pub fn for_device_type(device_type: wgpu::DeviceType) -> Self {
+        Self::for_device(device_type, false)
+    }
+
+    /// The defaults for an adapter: those of its device type, with `Auto` preferring the
+    /// fused kernel where a CPU adapter's subgroups are exactly 8 wide (`features` has
+    /// `SUBGROUP`), so that the kernel of 8-lane subgroups (`fused_lanes.wgsl`) runs.
+    ///
+    /// On lavapipe that kernel ran bert-base SDPA in 26 ms against 39 through three passes
+    /// (batched 9.6 against 14, long-causal 142 against 190), and with an empty shader
+    /// cache bert-base MHA's first forward took 0.8 s, the device and its pipelines 0.08 s
+    /// before it (the dot products 16 rows at a time: `fused_lanes_halves`). Without
+    /// subgroup sharing (lavapipe's 4-wide build) the fused kernel ran bert-base SDPA in
+    /// 73 ms against 53 through three passes, so three passes stay the default there.
+    pub fn for_adapter(info: &wgpu::AdapterInfo, features: wgpu::Features) -> Self {
+        let lanes8 = features.contains(wgpu::Features::SUBGROUP)
+            && info.subgroup_min_size == 8
+            && info.subgroup_max_size == 8;
+        Self::for_device(info.device_type, lanes8)
+    }
+
+    fn for_device(device_type: wgpu::DeviceType, lanes8: bool) -> Self {
         let cpu = device_type == wgpu::DeviceType::Cpu;
         Self {
-            prefer_fused: false,
+            prefer_fused: cpu && lanes8,
             softmax_wg: if cpu { 8 } else { 128 },
             softmax_whole_rows: cpu,
             fused_split_groups: if cpu { 0 } else { 1024 },
@@ -405,6 +423,35 @@ mod tests {
                 ..Tuning::default()
             }
         );
+        // Auto prefers the fused kernel where the kernel of 8-lane subgroups runs: a CPU
+        // adapter with subgroups exactly 8 wide.
+        let adapter = |device_type, width| wgpu::AdapterInfo {
+            device_type,
+            subgroup_min_size: width,
+            subgroup_max_size: width,
+            ..wgpu::AdapterInfo::new(device_type, wgpu::Backend::Vulkan)
+        };
+        let subgroups = wgpu::Features::SUBGROUP;
+        let lavapipe = Tuning::for_adapter(&adapter(wgpu::DeviceType::Cpu, 8), subgroups);
+        assert_eq!(
+            lavapipe,
+            Tuning {
+                prefer_fused: true,
+                ..cpu
+            }
+        );
+        for (device_type, width, features) in [
+            (wgpu::DeviceType::Cpu, 4, subgroups),
+            (wgpu::DeviceType::Cpu, 8, wgpu::Features::empty()),
+            (wgpu::DeviceType::DiscreteGpu, 8, subgroups),
+        ] {
+            let t = Tuning::for_adapter(&adapter(device_type, width), features);
+            assert_eq!(
+                t,
+                Tuning::for_device_type(device_type),
+                "{device_type:?} {width}"
+            );
+        }
         let gpu = Tuning::for_device_type(wgpu::DeviceType::DiscreteGpu);
         assert_eq!(gpu.av_tiles().tile_rows(), 64);
         for device_type in [wgpu::DeviceType::Cpu, wgpu::DeviceType::DiscreteGpu] {

@@ -236,6 +236,30 @@ fn auto_follows_the_tuned_preference() {
     }
 }
 
+/// Without a tuning, `Auto` takes the fused kernel where a CPU adapter runs the kernel of
+/// 8-lane subgroups (lavapipe's default build) and three passes elsewhere (its 4-wide
+/// build, GPUs).
+#[test]
+fn the_adapter_defaults_prefer_the_kernel_of_8_lane_subgroups() {
+    let mut rng = rng();
+    let probe = Gpu::with_options(&GpuOptions::from_env())
+        .unwrap_or_else(|e| panic!("{e} (install mesa-vulkan-drivers if no adapter)"));
+    let defaults = Tuning::for_adapter(probe.adapter_info(), probe.device().features());
+    let gpu = probe.with_tuning(defaults).unwrap();
+    let cpu = gpu.adapter_info().device_type == wgpu::DeviceType::Cpu;
+    let lanes8 = cpu && gpu.fused_subgroup_width() == Some(8);
+    assert_eq!(defaults.prefer_fused, lanes8, "{:?}", gpu.adapter_info());
+    let q = random(&mut rng, &[1, 2, 32, 16], 1.0);
+    let prepared = PreparedSdpa::prepare(&gpu, &q, &q, &q, &SdpaOptions::default()).unwrap();
+    let expected = if lanes8 {
+        AttentionPath::Fused
+    } else {
+        AttentionPath::ThreePass
+    };
+    assert_eq!(prepared.path(), expected);
+    assert_eq!(prepared.fused_subgroups(), lanes8);
+}
+
 #[test]
 fn a_tuning_beyond_the_device_is_refused() {
     let too_big = Tuning {

@@ -196,7 +196,7 @@ pub fn run(device: &DeviceArgs, args: &TuneArgs) -> Result<Outcome> {
     let probe = device.open()?;
     let info = probe.adapter_info().clone();
     // Candidates not measured (or failing everywhere) keep the device type's defaults.
-    let base = Tuning::for_device_type(info.device_type);
+    let base = Tuning::for_adapter(&info, probe.device().features());
     println!("adapter: {}", describe(&info));
     println!(
         "times: wall clock, fastest of {} runs after a warm-up",
