@@ -116,6 +116,11 @@ fn open(probe: &Gpu, tuning: Tuning) -> Result<Gpu> {
     probe.with_tuning(tuning)
 }
 
+/// The fused path of the SDPA probe under `tuning`.
+fn time_fused(probe: &Gpu, tuning: Tuning, runs: usize) -> Result<f64> {
+    time_sdpa(&open(probe, tuning)?, AttentionPath::Fused, None, runs)
+}
+
 /// The linear kernel (in- and out-projections of a 256-token, 512-wide MHA).
 fn time_gemm(gpu: &Gpu, runs: usize) -> Result<f64> {
     let config = MhaConfig::new(512, 8).with_batch_first(true);
@@ -314,12 +319,7 @@ pub fn run(device: &DeviceArgs, args: &TuneArgs) -> Result<Outcome> {
                 fused_direct: None,
                 ..tuned
             };
-            time_sdpa(
-                &open(&probe, tuning)?,
-                AttentionPath::Fused,
-                None,
-                args.runs,
-            )
+            time_fused(&probe, tuning, args.runs)
         },
     ) {
         tuned.fused_block = Some(block);
@@ -404,12 +404,7 @@ pub fn run(device: &DeviceArgs, args: &TuneArgs) -> Result<Outcome> {
                     fused_lanes_halves: halves,
                     ..tuned
                 };
-                time_sdpa(
-                    &open(&probe, tuning)?,
-                    AttentionPath::Fused,
-                    None,
-                    args.runs,
-                )
+                time_fused(&probe, tuning, args.runs)
             },
         )
     {
