@@ -5,7 +5,8 @@
 //   - scores: lane j takes keys s0 + j, + 8, + 16 and + 24 against all 32 rows. It loads
 //     query rows j, 8 + j, 16 + j and 24 + j and the subgroup broadcasts them
 //     (lanes8.wgsl), so a step of 4 along the depth costs each lane 4 query loads and 4
-//     key loads for 128 dot products, and no score is ever stored;
+//     key loads for 128 dot products (by default the rows are taken 16 at a time, the
+//     keys loaded twice: HALVES), and the scores go no further than workgroup memory;
 //   - softmax: each row's block max comes from subgroupMax, so the running max is the same
 //     in every lane; each lane sums only its own keys' probabilities (rescaled as the max
 //     moves) and the subgroup adds the sums up once, at the end;
@@ -46,8 +47,8 @@ override WG: u32 = 16u;  // invocations per workgroup: a whole number of 8-lane 
 override CPL: u32 = 2u;  // output vec4s per lane and row: ceil(dv / 32)
 // The dot products 16 query rows at a time (dot_keys16), each lane loading its keys twice
 // per block, instead of all 32 at once (dot_keys32): half the code of the hottest loop and
-// of the score stores, so the kernel compiles in less time (on lavapipe 0.55 s against
-// 0.8) and runs slower (there 8–10%).
+// of the score stores, so the kernel compiles in less time (on lavapipe 0.6 s against
+// 0.75–0.8) and runs slower (there 7–10%).
 override HALVES: bool = true;
 
 const ROWS: u32 = 32u;   // query rows per subgroup

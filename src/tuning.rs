@@ -167,8 +167,9 @@ pub struct Tuning {
     /// `fused_lanes.wgsl` takes its dot products 16 query rows at a time, each lane loading
     /// its keys twice per block, instead of all 32 at once: half the code of its hottest loop,
     /// so it compiles in less time and runs slower. On lavapipe bert-base SDPA's first use
-    /// took 0.55 s against 0.8 (fresh shader cache), and the kernel ran 8–10% slower. On by
-    /// default, which keeps a cold start within a second; `tune` measures both.
+    /// took 0.58–0.64 s against 0.74–0.79 (fresh shader cache), and the kernel ran 7–10%
+    /// slower. On by default, which keeps a cold start within a second; `tune` measures
+    /// both.
     #[serde(default = "fused_lanes_halves_default")]
     pub fused_lanes_halves: bool,
 }
