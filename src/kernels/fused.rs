@@ -146,48 +146,57 @@ pub fn direct_workgroup(
         .map(|v| v.sharing(width, len_q, dv, false, limits).wg_y)
 }
 
-/// Loop iterations of `fused_direct.wgsl` per block of 8 keys and walk: the dot products
-/// (d/4), the masks (4 rows × 4), the values (dv/4) and the block's own.
+/// Loop iterations of `fused_direct.wgsl` per block of 8 keys and walk, where llvmpipe
+/// counts each run of a loop as its iterations plus one (the check that ends it): the
+/// block's own, the dot products (d/4), the masks (4 rows × 4) and the values (dv/4).
 fn direct_block_iterations(d4: u64, dv4: u64) -> u64 {
-    d4 + 16 + dv4 + 1
+    1 + (d4 + 1) + 4 * (4 + 1) + (dv4 + 1)
 }
 
 /// Loop iterations of `fused_direct.wgsl` outside its key blocks, in the worst case of two
-/// walks: loading the 4 rows' state (4 + 4·dv/4) in each, checking it after the first,
-/// storing or writing it once, and the walks' own.
+/// walks, each loop run counted with its end: the walks' own, loading the 4 rows' state
+/// (a loop over dv/4 in each) and the key loop's end in each, checking the rows after the
+/// first, storing or writing them once.
 fn direct_fixed_iterations(dv4: u64) -> u64 {
-    4 * (4 * dv4 + 4) + 2
+    let rows = 4 * (1 + dv4 + 1) + 1;
+    3 + 2 * (rows + 1) + 2 * rows
 }
 
 /// Keys per block of `fused_lanes.wgsl`: 4 per lane.
 pub const LANES_KEYS: u32 = 32;
 
 /// Loop iterations of `fused_lanes.wgsl` per block of 32 keys and walk, counting every loop
-/// as if none were unrolled: the block's own, the dot products and the stores of their
-/// scores ([`lanes_dot_iterations`]), the masks (one loop over 128 scores), the softmax
-/// (8 groups, each 2 loops of 4), and per output vec4 of a lane (`columns`) the 32 value
-/// loads and 8 groups of 4 rows.
+/// as if none were unrolled and each run of a loop as its iterations plus one (llvmpipe
+/// counts the check that ends it): the block's own, the dot products and the stores of
+/// their scores ([`lanes_dot_iterations`]), the masks (one loop over 128 scores), the
+/// softmax (8 groups, each 2 loops of 4), and per output vec4 of a lane (`columns`) the
+/// value loads (4 loops of 8) and 8 groups of 4 rows.
 fn lanes_block_iterations(d4: u64, columns: u64, halves: bool) -> u64 {
-    1 + lanes_dot_iterations(d4, halves) + 128 + 8 * (1 + 2 * 4) + columns * (1 + 32 + 8 * (1 + 4))
+    let softmax = 8 * (1 + 2 * (4 + 1)) + 1;
+    let values = columns * (1 + 4 * (8 + 1) + 8 * (1 + 4 + 1) + 1) + 1;
+    1 + lanes_dot_iterations(d4, halves) + (128 + 1) + softmax + values
 }
 
-/// Loop iterations of `fused_lanes.wgsl`'s dot products per block: all 32 rows at once
-/// (d/4 steps, each 4 rows of 8 × 4 keys; then 32 vec4s stored), or in two halves of 16
-/// (each d/4 steps of 2 rows of 8 × 4 keys; then 4 × 4 vec4s stored).
+/// Loop iterations of `fused_lanes.wgsl`'s dot products per block, each loop run counted
+/// with its end: all 32 rows at once (d/4 steps, each 4 loops over 4 keys; then 32 vec4s
+/// stored), or in two halves of 16 (each d/4 steps of 2 loops over 4 keys; then 4 loops
+/// over 4 keys of loops over 4 groups).
 fn lanes_dot_iterations(d4: u64, halves: bool) -> u64 {
     if halves {
-        2 * (1 + d4 * (1 + 2 * 4) + 4 * (1 + 4))
+        let half = 1 + d4 * (1 + 2 * (4 + 1)) + 1 + 4 * (1 + 4 + 1) + 1;
+        2 * half + 1
     } else {
-        d4 * (1 + 4 * 4) + 32
+        d4 * (1 + 4 * (4 + 1)) + 1 + (32 + 1)
     }
 }
 
 /// Loop iterations of `fused_lanes.wgsl` outside its key blocks, in the worst case of two
-/// walks: starting the 32 rows in each (a loop over `columns` in each row), merging the
-/// lanes' sums of 8 groups in each, checking the rows after the first, saving or writing
-/// them once, and the walks' own.
+/// walks, each loop run counted with its end: the walks' own; in each walk starting the 32
+/// rows (a loop over `columns` in each row), the key loop's end and merging the lanes'
+/// sums of 8 groups; checking the rows after the first; saving or writing them once.
 fn lanes_fixed_iterations(columns: u64) -> u64 {
-    4 * 32 * (1 + columns) + 2 * 8 + 2
+    let rows = 32 * (1 + columns + 1) + 1;
+    3 + 2 * (rows + 1 + (8 + 1)) + 2 * rows
 }
 
 /// Query rows below which the register-blocked fused kernel reads its own keys and values:
@@ -658,15 +667,19 @@ mod tests {
             let keys = variant.keys_under_loop_cap(cap, d, dv) as u64;
             assert!(keys.is_multiple_of(8), "d {d} dv {dv}: {keys} keys");
             let (d4, dv4) = (d as u64 / 4, dv as u64 / 4);
+            // llvmpipe counts each run of a loop as its iterations plus the check that ends
+            // it.
+            let run = |n: u64| n + 1;
             // Loading, checking and storing the 4 rows' state: a loop over rows around one
             // over dv/4 vec4s.
-            let state = 4 + 4 * dv4;
+            let state = run(4 * (1 + run(dv4)));
             // Per block of 8 keys: the key loop's own iteration, dot_block's loop, masked8's
             // loop of 4 for each of the 4 rows, and the values' loop.
-            let per_block = 1 + d4 + 4 * 4 + dv4;
+            let per_block = 1 + run(d4) + 4 * run(4) + run(dv4);
             // Two walks (the walk loop's own 2), each loading the state and walking the
-            // blocks; the first checks the state; one store or write at the end.
-            let worst = 2 + 2 * (state + keys / 8 * per_block) + state + state;
+            // blocks (and ending the key loop); the first checks the state; one store or
+            // write at the end.
+            let worst = run(2) + 2 * (state + keys / 8 * per_block + 1) + state + state;
             assert!(
                 worst <= cap,
                 "d {d} dv {dv}: {keys} keys, {worst} iterations"
@@ -709,24 +722,29 @@ mod tests {
             // ceil(dv / 32) output vec4s per lane: dv 80 takes 3, not a power of two.
             let columns = (dv as u64).div_ceil(32);
             assert_eq!(variant.lanes_columns() as u64, columns, "dv {dv}");
+            // llvmpipe counts each run of a loop as its iterations plus the check that ends
+            // it.
+            let run = |n: u64| n + 1;
             // Starting the 32 rows (each a loop over its columns) in both walks, checking
             // them once, saving or writing them once.
-            let rows = 32 * (1 + columns);
+            let rows = run(32 * (1 + run(columns)));
             // Per block: its own iteration; the dot products, each step with 4 (or, in each
-            // of two halves, 2) calls of a loop over 4 keys, and storing 32 vec4s of scores
+            // of two halves, 2) runs of a loop over 4 keys, and storing 32 vec4s of scores
             // (in each half a loop over 4 keys of loops over 4 groups); the masks (128
             // scores); the softmax's loop over 8 groups, each with 2 loops of 4; and per
-            // column the 32 value loads and 8 groups of 4 rows.
+            // column 4 loops of 8 value loads and 8 groups of a loop over 4 rows.
             let steps = d as u64 / 4;
             let dots = if halves {
-                2 * (1 + steps * 9 + 4 * 5)
+                let half = 1 + run(steps * (1 + 2 * run(4))) + run(4 * (1 + run(4)));
+                run(2 * half)
             } else {
-                steps * 17 + 32
+                run(steps * (1 + 4 * run(4))) + run(32)
             };
-            let per_block = 1 + dots + 128 + 8 * 9 + columns * (1 + 32 + 8 * 5);
-            // Merging the 8 groups' sums after each walk.
-            let merges = 2 * 8;
-            let worst = 2 + 2 * (rows + keys / 32 * per_block) + 2 * rows + merges;
+            let softmax = run(8 * (1 + 2 * run(4)));
+            let values = run(columns * (1 + 4 * run(8) + run(8 * (1 + run(4)))));
+            let per_block = 1 + dots + run(128) + softmax + values;
+            // Each walk ends its key loop and merges the 8 groups' sums.
+            let worst = run(2) + 2 * (rows + keys / 32 * per_block + 1 + run(8)) + rows + rows;
             assert!(
                 worst <= cap,
                 "d {d} dv {dv}: {keys} keys, {worst} iterations"
