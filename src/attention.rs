@@ -216,6 +216,54 @@ pub(crate) struct CoreNeeds {
     pub vec4_views: bool,
 }
 
+/// The call on which `tune` measures which core `Auto` prefers (its SDPA probe, B1 H8 L256
+/// d64, rows vec4-aligned): a preference holds for calls that run the same kind of fused
+/// kernel.
+pub(crate) const PREFERENCE_PROBE: CoreDims = CoreDims {
+    batch: 1,
+    heads_q: 8,
+    heads_kv: 8,
+    len_q: 256,
+    len_kv: 256,
+    head_dim: 64,
+    head_dim_v: 64,
+};
+
+/// The fused kernel class a core of `dims` runs on `gpu` (`vec4_views`: its rows can be
+/// read as vec4): the register-blocked kernel where the tuning asks for it and the call
+/// allows — vec4 rows, output rows that fit its workgroup memory, and keys not split among
+/// workgroups (it has no split mode) — its loads shared through subgroups where they can
+/// be; else the staged kernel's class that fits.
+fn fused_variant(gpu: &Gpu, dims: &CoreDims, vec4_views: bool) -> Result<fused::Variant> {
+    let limits = gpu.limits();
+    let kernels = gpu.kernels();
+    let tuning = &kernels.tuning;
+    let heads = dims.batch * dims.heads_q;
+    let direct = tuning
+        .fused_direct
+        .filter(|_| vec4_views)
+        .and_then(|wg| fused::Variant::direct(wg, dims.head_dim, dims.head_dim_v, &limits))
+        .filter(|variant| {
+            let target = tuning.fused_split_groups;
+            fused::Split::count(variant, dims.len_q, dims.len_kv, heads, target) == 1
+        })
+        .map(|variant| {
+            let width = kernels.fused_subgroup_width;
+            let halves = tuning.fused_lanes_halves;
+            variant.sharing(width, dims.len_q, dims.head_dim_v, halves, &limits)
+        });
+    match direct {
+        Some(variant) => Ok(variant),
+        None => fused::Variant::for_dims(
+            dims.len_q,
+            dims.head_dim,
+            dims.head_dim_v,
+            &limits,
+            tuning.fused_block,
+        ),
+    }
+}
+
 impl CorePlan {
     /// Resolves `path` for a core of `dims` with `needs`.
     pub fn new(gpu: &Gpu, dims: &CoreDims, path: AttentionPath, needs: CoreNeeds) -> Result<Self> {
@@ -233,30 +281,7 @@ impl CorePlan {
             let split_count = |variant: &fused::Variant| {
                 fused::Split::count(variant, dims.len_q, dims.len_kv, heads, target)
             };
-            // The register-blocked kernel where the tuning asks for it and the call allows:
-            // vec4 rows, output rows that fit its workgroup memory, and keys not split among
-            // workgroups (it has no split mode).
-            let direct = kernels
-                .tuning
-                .fused_direct
-                .filter(|_| vec4_views)
-                .and_then(|wg| fused::Variant::direct(wg, dims.head_dim, dims.head_dim_v, &limits))
-                .filter(|variant| split_count(variant) == 1)
-                .map(|variant| {
-                    let width = kernels.fused_subgroup_width;
-                    let halves = kernels.tuning.fused_lanes_halves;
-                    variant.sharing(width, dims.len_q, dims.head_dim_v, halves, &limits)
-                });
-            let variant = match direct {
-                Some(variant) => variant,
-                None => fused::Variant::for_dims(
-                    dims.len_q,
-                    dims.head_dim,
-                    dims.head_dim_v,
-                    &limits,
-                    kernels.tuning.fused_block,
-                )?,
-            };
+            let variant = fused_variant(gpu, dims, vec4_views)?;
             let kernel = kernels.fused(gpu.device(), &limits, variant, storage)?;
             let mut splits = split_count(&variant);
             let blocks = (dims.len_q as u32).div_ceil(variant.rows());
@@ -329,7 +354,18 @@ impl CorePlan {
                 // register-blocked kernels serve three passes, those won (the decode above).
                 let few_rows =
                     dims.len_q < fused::SHARED_ROWS && blocked && tuning.fused_split_groups == 0;
-                if fused_fits && ((tuning.prefer_fused && !few_rows) || fused_skips_work) {
+                // And it holds where the call runs the kind of fused kernel it was measured
+                // with (`tune`'s probe; for the defaults, the kernel of 8-lane subgroups):
+                // elsewhere the fused kernel can be the slower (on lavapipe the shared-keys
+                // kernel, which a head size past 192 takes, ran bert-base 48 ms against 39).
+                let measured_kind = || {
+                    let kind = |v: fused::Variant| (v.direct, v.subgroups, v.lanes);
+                    let probe = fused_variant(gpu, &PREFERENCE_PROBE, true).map(kind);
+                    probe.is_ok()
+                        && fused_variant(gpu, dims, vec4_views).map(kind).ok() == probe.ok()
+                };
+                let preferred = tuning.prefer_fused && !few_rows && measured_kind();
+                if fused_fits && (preferred || fused_skips_work) {
                     fused().or_else(|_| three_pass())
                 } else if fused_fits {
                     // Tuned to prefer three passes on this adapter, unless its score blocks

@@ -115,7 +115,10 @@ pub struct Tuning {
     /// What `AttentionPath::Auto` runs when no weights are asked for: the fused kernel or
     /// the three-pass path (the defaults, [`Tuning::for_adapter`]: the fused kernel on CPU
     /// adapters with 8-wide subgroups, where the kernel of 8-lane subgroups runs; three
-    /// passes elsewhere, faster on an H200 and on lavapipe's 4-wide build). Either way, calls
+    /// passes elsewhere, faster on an H200 and on lavapipe's 4-wide build). A preference for
+    /// the fused kernel holds only for calls that run the kind of fused kernel it was
+    /// measured with (`tune`'s SDPA probe; the kernel of 8-lane subgroups for the defaults);
+    /// others run three passes. Either way, calls
     /// of fewer than 32 query rows run three passes where the register-blocked kernels
     /// serve them and the fused kernel would not split their keys among workgroups
     /// (`fused_split_groups` 0), and the fused kernel where the staged kernels would serve

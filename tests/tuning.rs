@@ -258,6 +258,11 @@ fn the_adapter_defaults_prefer_the_kernel_of_8_lane_subgroups() {
     };
     assert_eq!(prepared.path(), expected);
     assert_eq!(prepared.fused_subgroups(), lanes8);
+    // Head sizes the kernel of 8-lane subgroups cannot read as vec4 take the staged fused
+    // kernel, which the preference was not measured on: three passes.
+    let odd = random(&mut rng, &[1, 2, 32, 18], 1.0);
+    let prepared = PreparedSdpa::prepare(&gpu, &odd, &odd, &odd, &SdpaOptions::default()).unwrap();
+    assert_eq!(prepared.path(), AttentionPath::ThreePass);
 }
 
 #[test]
