@@ -48,7 +48,7 @@ override CPL: u32 = 2u;  // output vec4s per lane and row: ceil(dv / 32)
 // The dot products 16 query rows at a time (dot_keys16), each lane loading its keys twice
 // per block, instead of all 32 at once (dot_keys32): half the code of the hottest loop and
 // of the score stores, so the kernel compiles in less time (on lavapipe 0.6 s against
-// 0.75–0.8) and runs slower (there 7–10%).
+// 0.75–0.8) and runs slower (there about 10%).
 override HALVES: bool = true;
 
 const ROWS: u32 = 32u;   // query rows per subgroup
@@ -62,7 +62,8 @@ const KEYS: u32 = 32u;   // keys per block: 4 per lane
 // each invocation in its own slots, so those loops stay loops: compile time grows with the
 // memory accesses in the code (on lavapipe each is a loop over the lanes, about 5 ms of
 // compiling per vec4 load and 9 per store), and a version with the 8 groups' softmax
-// spelled out compiled for 2.3 s against 0.75 s (one with the outputs in registers: 14 s).
+// spelled out compiled for 2.3 s against 0.82–0.86 s (one with the outputs in registers:
+// 14 s).
 var<private> lane: u32;
 var<private> slot: u32; // the invocation's index in its workgroup
 // The rows (bit r: row m0 + r) that met a NaN or +inf score, in this lane until merged.

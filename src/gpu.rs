@@ -19,7 +19,7 @@ pub struct GpuOptions {
     /// [`Gpu::set_memory_budget`]); `None` for the default.
     pub memory_budget: Option<u64>,
     /// Kernel configuration; `None`: the adapter's cached tuning (`wgpu-mha tune`), else
-    /// the defaults for its device type.
+    /// the defaults for the adapter ([`Tuning::for_adapter`]).
     pub tuning: Option<Tuning>,
 }
 

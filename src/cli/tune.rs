@@ -200,7 +200,7 @@ pub fn run(device: &DeviceArgs, args: &TuneArgs) -> Result<Outcome> {
     let start = Instant::now();
     let probe = device.open()?;
     let info = probe.adapter_info().clone();
-    // Candidates not measured (or failing everywhere) keep the device type's defaults.
+    // Candidates not measured (or failing everywhere) keep the adapter's defaults.
     let base = Tuning::for_adapter(&info, probe.device().features());
     println!("adapter: {}", describe(&info));
     println!(
@@ -208,7 +208,7 @@ pub fn run(device: &DeviceArgs, args: &TuneArgs) -> Result<Outcome> {
         args.runs
     );
 
-    // Each family is measured on the winners so far (the device type's defaults until
+    // Each family is measured on the winners so far (the adapter's defaults until
     // measured), and its winner joins them; a family of which no candidate ran keeps its
     // default.
     let mut tuned = base;
@@ -394,8 +394,7 @@ pub fn run(device: &DeviceArgs, args: &TuneArgs) -> Result<Outcome> {
     // Only where the fused kernel of 8-lane subgroups runs: its dot products 16 rows at a
     // time (compiles sooner) or all 32 at once. Warm speed decides, as for every family.
     if tuned.fused_direct.is_some()
-        && tuned.fused_subgroups
-        && probe.fused_subgroup_width() == Some(8)
+        && open(&probe, tuned).is_ok_and(|gpu| gpu.fused_subgroup_width() == Some(8))
         && let Some(halves) = pick(
             "8-lane subgroup kernel's dot products 16 query rows at a time (else 32) — SDPA B1 H8 L256 d64",
             [true, false],
