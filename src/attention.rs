@@ -216,18 +216,21 @@ pub(crate) struct CoreNeeds {
     pub vec4_views: bool,
 }
 
-/// The call on which `tune` measures which core `Auto` prefers (its SDPA probe, B1 H8 L256
-/// d64, rows vec4-aligned): a preference holds for calls that run the same kind of fused
-/// kernel.
-pub(crate) const PREFERENCE_PROBE: CoreDims = CoreDims {
-    batch: 1,
-    heads_q: 8,
-    heads_kv: 8,
-    len_q: 256,
-    len_kv: 256,
-    head_dim: 64,
-    head_dim_v: 64,
-};
+/// The core of [`crate::tuning::sdpa_probe`] on `gpu`'s device type: where `tune` measured
+/// which core `Auto` prefers, its rows vec4-aligned.
+fn preference_probe(gpu: &Gpu) -> CoreDims {
+    let [batch, heads, len_q, len_kv, head_dim] =
+        crate::tuning::sdpa_probe(gpu.adapter_info().device_type);
+    CoreDims {
+        batch,
+        heads_q: heads,
+        heads_kv: heads,
+        len_q,
+        len_kv,
+        head_dim,
+        head_dim_v: head_dim,
+    }
+}
 
 /// The fused kernel class a core of `dims` runs on `gpu` (`vec4_views`: its rows can be
 /// read as vec4): the register-blocked kernel where the tuning asks for it and the call
@@ -360,7 +363,7 @@ impl CorePlan {
                 // kernel, which a head size past 192 takes, ran bert-base 48 ms against 39).
                 let measured_kind = || {
                     let kind = |v: fused::Variant| (v.direct, v.subgroups, v.lanes);
-                    let probe = fused_variant(gpu, &PREFERENCE_PROBE, true).map(kind);
+                    let probe = fused_variant(gpu, &preference_probe(gpu), true).map(kind);
                     probe.is_ok()
                         && fused_variant(gpu, dims, vec4_views).map(kind).ok() == probe.ok()
                 };

@@ -352,6 +352,20 @@ impl Tuning {
 /// they lack would otherwise take a value no measurement chose).
 const CACHE_FORMAT: u32 = 5;
 
+/// The SDPA call `[batch, heads, L, S, d]` on which `wgpu-mha tune` measures the attention
+/// kernels and which core `Auto` prefers; a preference holds for calls that run the same
+/// kind of fused kernel. On a CPU adapter 8 heads of 256 × 256 (lavapipe: milliseconds, so
+/// the whole tune takes seconds); on a GPU 8 heads of 2048 × 2048, since the small call takes
+/// about 0.1 ms there and its candidates' differences drown in a submit's cost (on an H200,
+/// a tune on it chose settings that ran the presets' MHA 1.4–1.7× slower than the defaults).
+pub fn sdpa_probe(device_type: wgpu::DeviceType) -> [usize; 5] {
+    if device_type == wgpu::DeviceType::Cpu {
+        [1, 8, 256, 256, 64]
+    } else {
+        [1, 8, 2048, 2048, 64]
+    }
+}
+
 /// The key of an adapter in the cache: name, backend, driver, driver info, crate version,
 /// cache format.
 pub fn cache_key(info: &wgpu::AdapterInfo) -> String {

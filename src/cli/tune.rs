@@ -121,20 +121,36 @@ fn time_fused(probe: &Gpu, tuning: Tuning, runs: usize) -> Result<f64> {
     time_sdpa(&open(probe, tuning)?, AttentionPath::Fused, None, runs)
 }
 
-/// The linear kernel (in- and out-projections of a 256-token, 512-wide MHA).
+/// Tokens of the MHA whose projections time the linear kernel: the SDPA probe's query rows.
+fn gemm_tokens(gpu: &Gpu) -> usize {
+    tuning::sdpa_probe(gpu.adapter_info().device_type)[2]
+}
+
+/// The linear kernel (in- and out-projections of a 512-wide MHA of [`gemm_tokens`]).
 fn time_gemm(gpu: &Gpu, runs: usize) -> Result<f64> {
     let config = MhaConfig::new(512, 8).with_batch_first(true);
     let weights = MhaWeights::random(&config, &mut rand::rng());
     let mha = MultiHeadAttention::new(gpu, config, &weights)?;
-    let x = tensor(&[1, 256, 512], 1);
+    let x = tensor(&[1, gemm_tokens(gpu), 512], 1);
     let prepared = mha.prepare(&x, &x, &x, &MhaOptions::default())?;
     prepared.run()?;
     fastest(runs, || prepared.run_kernel("linear"))
 }
 
-/// SDPA over 8 heads of 256 × 256, head size 64, on `path` (`kernel` alone if given).
+/// The SDPA probe of the device type ([`tuning::sdpa_probe`]) on `path` (`kernel` alone if
+/// given).
 fn time_sdpa(gpu: &Gpu, path: AttentionPath, kernel: Option<&str>, runs: usize) -> Result<f64> {
-    time_sdpa_shape(gpu, [1, 8, 256, 256, 64], path, kernel, runs)
+    time_sdpa_shape(gpu, probe_shape(gpu), path, kernel, runs)
+}
+
+fn probe_shape(gpu: &Gpu) -> [usize; 5] {
+    tuning::sdpa_probe(gpu.adapter_info().device_type)
+}
+
+/// The SDPA probe as the families' titles name it.
+fn probe_name(gpu: &Gpu) -> String {
+    let [b, h, l, s, d] = probe_shape(gpu);
+    format!("B{b} H{h} L{l} S{s} d{d}")
 }
 
 /// An SDPA call of shape `[batch, heads, L, S, d]` on `path`, prepared.
@@ -202,6 +218,7 @@ pub fn run(device: &DeviceArgs, args: &TuneArgs) -> Result<Outcome> {
     let info = probe.adapter_info().clone();
     // Candidates not measured (or failing everywhere) keep the adapter's defaults.
     let base = Tuning::for_adapter(&info, probe.device().features());
+    let probe_name = probe_name(&probe);
     println!("adapter: {}", describe(&info));
     println!(
         "times: wall clock, fastest of {} runs after a warm-up",
@@ -217,7 +234,10 @@ pub fn run(device: &DeviceArgs, args: &TuneArgs) -> Result<Outcome> {
     // (and every call where the tuning has none): measured with it off, or every
     // candidate would time the same register-blocked kernel.
     if let Some((wg_x, wg_y, bk)) = pick(
-        "GEMM tiles (wg_x, wg_y, bk) — staged linear kernel, projections of B1 L256 E512",
+        &format!(
+            "GEMM tiles (wg_x, wg_y, bk) — staged linear kernel, projections of B1 L{} E512",
+            gemm_tokens(&probe)
+        ),
         GEMM_CANDIDATES,
         |(wg_x, wg_y, bk)| {
             let gemm = GemmTiles { wg_x, wg_y, bk };
@@ -233,7 +253,9 @@ pub fn run(device: &DeviceArgs, args: &TuneArgs) -> Result<Outcome> {
     }
 
     if let Some((whole_rows, wg, subgroups)) = pick(
-        "softmax (whole rows per invocation, invocations per workgroup, subgroup merge) — B1 H8 256×256 scores",
+        &format!(
+            "softmax (whole rows per invocation, invocations per workgroup, subgroup merge) — scores of SDPA {probe_name}"
+        ),
         SOFTMAX_CANDIDATES,
         |(whole_rows, wg, subgroups)| {
             if subgroups && !probe.device().features().contains(wgpu::Features::SUBGROUP) {
@@ -258,7 +280,9 @@ pub fn run(device: &DeviceArgs, args: &TuneArgs) -> Result<Outcome> {
     // The staged P·V tiles serve layouts the register-blocked kernel cannot read (and every
     // call where the tuning has none): measured with it off.
     if let Some(tiles) = pick(
-        "staged P·V tiles (wg_x, wg_y, bk; None: from the GEMM tiles) — B1 H8 256×256 · 64",
+        &format!(
+            "staged P·V tiles (wg_x, wg_y, bk; None: from the GEMM tiles) — P·V of SDPA {probe_name}"
+        ),
         AV_CANDIDATES,
         |tiles| {
             let tuning = Tuning {
@@ -274,7 +298,9 @@ pub fn run(device: &DeviceArgs, args: &TuneArgs) -> Result<Outcome> {
     }
 
     if let Some(shape) = pick(
-        "register-blocked QKᵀ, P·V and linear (wg_x, wg_y; None: staged) — three-pass SDPA B1 H8 L256 d64",
+        &format!(
+            "register-blocked QKᵀ, P·V and linear (wg_x, wg_y; None: staged) — three-pass SDPA {probe_name}"
+        ),
         DIRECT_CANDIDATES,
         |shape| {
             let direct = shape.map(|(wg_x, wg_y)| DirectTiles { wg_x, wg_y });
@@ -288,7 +314,9 @@ pub fn run(device: &DeviceArgs, args: &TuneArgs) -> Result<Outcome> {
     // Only where the winner's groups of rows are one subgroup of this device.
     if tuned.direct.is_some()
         && let Some(subgroups) = pick(
-            "register-blocked rows shared through subgroups — three-pass SDPA B1 H8 L256 d64",
+            &format!(
+                "register-blocked rows shared through subgroups — three-pass SDPA {probe_name}"
+            ),
             [false, true],
             |subgroups| {
                 let gpu = open(
@@ -311,7 +339,7 @@ pub fn run(device: &DeviceArgs, args: &TuneArgs) -> Result<Outcome> {
 
     // The staged fused kernel's block, measured with the register-blocked one off.
     if let Some(block) = pick(
-        "fused block (query rows, keys) — SDPA B1 H8 L256 d64",
+        &format!("fused block (query rows, keys) — SDPA {probe_name}"),
         BLOCKS,
         |block| {
             let tuning = Tuning {
@@ -330,14 +358,17 @@ pub fn run(device: &DeviceArgs, args: &TuneArgs) -> Result<Outcome> {
     // device's workgroup memory (it would run smaller, under another candidate's name) is
     // skipped.
     if let Some(invocations) = pick(
-        "register-blocked fused kernel (invocations per workgroup; None: staged) — SDPA B1 H8 L256 d64",
+        &format!(
+            "register-blocked fused kernel (invocations per workgroup; None: staged) — SDPA {probe_name}"
+        ),
         FUSED_DIRECT_CANDIDATES,
         |invocations| {
             if let Some(n) = invocations {
                 let width = probe
                     .fused_subgroup_width()
                     .filter(|_| tuned.fused_subgroups);
-                let runs_with = fused::direct_workgroup(n, 64, 64, 256, width, &probe.limits());
+                let len_q = probe_shape(&probe)[2];
+                let runs_with = fused::direct_workgroup(n, 64, 64, len_q, width, &probe.limits());
                 if runs_with != Some(n) {
                     let why = format!("{n} invocations' output rows do not fit: {runs_with:?}");
                     return Err(wgpu_mha::Error::Config(why));
@@ -353,7 +384,7 @@ pub fn run(device: &DeviceArgs, args: &TuneArgs) -> Result<Outcome> {
                 ..tuned
             };
             let gpu = open(&probe, tuning)?;
-            let prepared = prepare_sdpa(&gpu, [1, 8, 256, 256, 64], AttentionPath::Fused)?;
+            let prepared = prepare_sdpa(&gpu, probe_shape(&gpu), AttentionPath::Fused)?;
             if prepared.register_blocked_fused() != invocations.is_some() {
                 let why = "the call did not run the kernel measured";
                 return Err(wgpu_mha::Error::Config(why.into()));
@@ -368,7 +399,9 @@ pub fn run(device: &DeviceArgs, args: &TuneArgs) -> Result<Outcome> {
     // Only where the winner is the register-blocked kernel and the call can share.
     if tuned.fused_direct.is_some()
         && let Some(subgroups) = pick(
-            "fused kernel's loads shared through subgroups (32 query rows per 8-lane subgroup, or keys and values) — SDPA B1 H8 L256 d64",
+            &format!(
+                "fused kernel's loads shared through subgroups (32 query rows per 8-lane subgroup, or keys and values) — SDPA {probe_name}"
+            ),
             [false, true],
             |subgroups| {
                 let gpu = open(
@@ -378,7 +411,7 @@ pub fn run(device: &DeviceArgs, args: &TuneArgs) -> Result<Outcome> {
                         ..tuned
                     },
                 )?;
-                let prepared = prepare_sdpa(&gpu, [1, 8, 256, 256, 64], AttentionPath::Fused)?;
+                let prepared = prepare_sdpa(&gpu, probe_shape(&gpu), AttentionPath::Fused)?;
                 if prepared.fused_subgroups() != subgroups {
                     let why = "the device's subgroups do not fit this workgroup";
                     return Err(wgpu_mha::Error::Config(why.into()));
@@ -396,7 +429,9 @@ pub fn run(device: &DeviceArgs, args: &TuneArgs) -> Result<Outcome> {
     if tuned.fused_direct.is_some()
         && open(&probe, tuned).is_ok_and(|gpu| gpu.fused_subgroup_width() == Some(8))
         && let Some(halves) = pick(
-            "8-lane subgroup kernel's dot products 16 query rows at a time (else 32) — SDPA B1 H8 L256 d64",
+            &format!(
+                "8-lane subgroup kernel's dot products 16 query rows at a time (else 32) — SDPA {probe_name}"
+            ),
             [true, false],
             |halves| {
                 let tuning = Tuning {
@@ -429,7 +464,7 @@ pub fn run(device: &DeviceArgs, args: &TuneArgs) -> Result<Outcome> {
 
     // Which core Auto should run here: the tuned fused kernel against the tuned three passes.
     if let Some(core) = pick(
-        "attention core for AttentionPath::Auto — SDPA B1 H8 L256 d64",
+        &format!("attention core for AttentionPath::Auto — SDPA {probe_name}"),
         [AttentionPath::Fused, AttentionPath::ThreePass],
         |path| time_sdpa(&open(&probe, tuned)?, path, None, args.runs),
     ) {
