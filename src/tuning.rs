@@ -242,8 +242,10 @@ impl Tuning {
     ///   staged kernels (8×8: 0.14), and long's P·V 0.44 ms against 2.12.
     /// - With them `Auto` prefers three passes here ([`Tuning::for_adapter`] prefers the
     ///   fused kernel where the adapter runs the kernel of 8-lane subgroups). On the H200 the
-    ///   bench's SDPA rows ran 2.4× (bert-base) to 3.6× (long) faster through three passes
-    ///   than through the fused kernel.
+    ///   bench's SDPA rows ran faster through three passes than through the fused kernel:
+    ///   bert-base 0.23 ms against 0.39, long 1.11 against 1.86, batched 0.17 against 0.18,
+    ///   long-causal 0.90 against 1.18 (2.4–3.6× before the kernels were built without
+    ///   wgpu's loop counters).
     /// - Softmax: on a CPU adapter an invocation per row (`softmax_whole_rows`) and rows of 8
     ///   invocations — one SIMD batch of lavapipe's (a row of 512 scores: 10.6 ms at 8,
     ///   21 ms at 64, per bert-base pass); on the H200 a workgroup per row, 128 invocations
