@@ -9,10 +9,10 @@
 //! power of two — once per device, on first use.
 //!
 //! Where a driver caps how long an invocation may loop (llvmpipe), long rows of keys are
-//! walked in runs, one launch each, the rows' state carried between them ([`Split`]).
+//! walked in runs, one launch each, the rows' state carried between them (`Split`).
 //!
 //! A call with fewer query blocks × heads than the tuning's `fused_split_groups` (decoding:
-//! one query block per head) splits its keys among workgroups instead ([`Split`]): the
+//! one query block per head) splits its keys among workgroups instead (`Split`): the
 //! kernel writes each split's partial rows, `fused_combine.wgsl` merges them, and a last
 //! launch recomputes whole any query block in which a split met a non-finite value.
 
@@ -94,7 +94,7 @@ pub(crate) struct Split {
 const MIN_BLOCKS_PER_SPLIT: u32 = 2;
 
 /// Most keys one workgroup walks where the driver caps an invocation's loops
-/// ([`super::loop_cap`]): on lavapipe one query row against 8192 keys in one workgroup came
+/// (`kernels::loop_cap`): on lavapipe one query row against 8192 keys in one workgroup came
 /// out wrong (its loops stopped short) and 4096 right; longer rows are walked in runs.
 pub const KEYS_UNDER_LOOP_CAP: u32 = 2048;
 
@@ -129,7 +129,7 @@ impl Split {
 }
 
 /// Invocations per workgroup the register-blocked fused kernel — or, for a call of `len_q`
-/// query rows with loads shared through subgroups of `width` ([`Variant::sharing`]), the
+/// query rows with loads shared through subgroups of `width` (`Variant::sharing`), the
 /// kernel that shares them — runs with when the tuning asks for at most `invocations`, for
 /// head sizes `d`, `dv` on a device with `limits` (`None`: it cannot run them, and the
 /// staged kernel does).
