@@ -352,7 +352,7 @@ impl Tuning {
 
 /// Version of what a cached tuning holds: entries of an older format are not read (a field
 /// they lack would otherwise take a value no measurement chose).
-const CACHE_FORMAT: u32 = 5;
+const CACHE_FORMAT: u32 = 6;
 
 /// The SDPA call `[batch, heads, L, S, d]` on which `wgpu-mha tune` measures the attention
 /// kernels and which core `Auto` prefers; a preference holds for calls that run the same
