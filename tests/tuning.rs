@@ -242,8 +242,7 @@ fn auto_follows_the_tuned_preference() {
 #[test]
 fn the_adapter_defaults_prefer_the_kernel_of_8_lane_subgroups() {
     let mut rng = rng();
-    let probe = Gpu::with_options(&GpuOptions::from_env())
-        .unwrap_or_else(|e| panic!("{e} (install mesa-vulkan-drivers if no adapter)"));
+    let probe = gpu();
     let defaults = Tuning::for_adapter(probe.adapter_info(), probe.device().features());
     let gpu = probe.with_tuning(defaults).unwrap();
     let cpu = gpu.adapter_info().device_type == wgpu::DeviceType::Cpu;

@@ -363,17 +363,6 @@ pub fn run(device: &DeviceArgs, args: &TuneArgs) -> Result<Outcome> {
         ),
         FUSED_DIRECT_CANDIDATES,
         |invocations| {
-            if let Some(n) = invocations {
-                let width = probe
-                    .fused_subgroup_width()
-                    .filter(|_| tuned.fused_subgroups);
-                let len_q = probe_shape(&probe)[2];
-                let runs_with = fused::direct_workgroup(n, 64, 64, len_q, width, &probe.limits());
-                if runs_with != Some(n) {
-                    let why = format!("{n} invocations' output rows do not fit: {runs_with:?}");
-                    return Err(wgpu_mha::Error::Config(why));
-                }
-            }
             let tuning = Tuning {
                 fused_direct: invocations,
                 fused_split_groups: if invocations.is_some() {
@@ -384,7 +373,17 @@ pub fn run(device: &DeviceArgs, args: &TuneArgs) -> Result<Outcome> {
                 ..tuned
             };
             let gpu = open(&probe, tuning)?;
-            let prepared = prepare_sdpa(&gpu, probe_shape(&gpu), AttentionPath::Fused)?;
+            let shape = probe_shape(&gpu);
+            if let Some(n) = invocations {
+                // The subgroup width the fused path may share through under this tuning.
+                let width = gpu.fused_subgroup_width();
+                let runs_with = fused::direct_workgroup(n, 64, 64, shape[2], width, &gpu.limits());
+                if runs_with != Some(n) {
+                    let why = format!("{n} invocations' output rows do not fit: {runs_with:?}");
+                    return Err(wgpu_mha::Error::Config(why));
+                }
+            }
+            let prepared = prepare_sdpa(&gpu, shape, AttentionPath::Fused)?;
             if prepared.register_blocked_fused() != invocations.is_some() {
                 let why = "the call did not run the kernel measured";
                 return Err(wgpu_mha::Error::Config(why.into()));
