@@ -248,31 +248,24 @@ fn softmax_block(groups: u32) {
     }
 }
 
-// x plus 8 keys' probabilities pr[L][c] (key L of the 8) times their values
-// vals[base + L], key by key; with `careful`, a probability of 0 adds nothing.
-fn add8(
-    x0: vec4<f32>, pr: array<vec4<f32>, 8>, c: u32, vals: array<vec4<f32>, 32>, base: u32,
-    careful: bool,
-) -> vec4<f32> {
-    var x = x0;
-    if careful {
-        x = fma_unless_zero(pr[0][c], vals[base], x);
-        x = fma_unless_zero(pr[1][c], vals[base + 1u], x);
-        x = fma_unless_zero(pr[2][c], vals[base + 2u], x);
-        x = fma_unless_zero(pr[3][c], vals[base + 3u], x);
-        x = fma_unless_zero(pr[4][c], vals[base + 4u], x);
-        x = fma_unless_zero(pr[5][c], vals[base + 5u], x);
-        x = fma_unless_zero(pr[6][c], vals[base + 6u], x);
-        return fma_unless_zero(pr[7][c], vals[base + 7u], x);
-    }
-    x = fma(vec4<f32>(pr[0][c]), vals[base], x);
-    x = fma(vec4<f32>(pr[1][c]), vals[base + 1u], x);
-    x = fma(vec4<f32>(pr[2][c]), vals[base + 2u], x);
-    x = fma(vec4<f32>(pr[3][c]), vals[base + 3u], x);
-    x = fma(vec4<f32>(pr[4][c]), vals[base + 4u], x);
-    x = fma(vec4<f32>(pr[5][c]), vals[base + 5u], x);
-    x = fma(vec4<f32>(pr[6][c]), vals[base + 6u], x);
-    return fma(vec4<f32>(pr[7][c]), vals[base + 7u], x);
+// The 4 rows' outputs x plus one key's probabilities pr (one per row) times its value.
+fn add_key(x: array<vec4<f32>, 4>, pr: vec4<f32>, val: vec4<f32>) -> array<vec4<f32>, 4> {
+    return array<vec4<f32>, 4>(
+        fma(vec4<f32>(pr.x), val, x[0]), fma(vec4<f32>(pr.y), val, x[1]),
+        fma(vec4<f32>(pr.z), val, x[2]), fma(vec4<f32>(pr.w), val, x[3]),
+    );
+}
+
+// x plus 8 keys' probabilities pr[L] (key L of the 8) times their values vals[base + L].
+fn add8(x0: array<vec4<f32>, 4>, pr: array<vec4<f32>, 8>, vals: array<vec4<f32>, 32>, base: u32) -> array<vec4<f32>, 4> {
+    var x = add_key(x0, pr[0], vals[base]);
+    x = add_key(x, pr[1], vals[base + 1u]);
+    x = add_key(x, pr[2], vals[base + 2u]);
+    x = add_key(x, pr[3], vals[base + 3u]);
+    x = add_key(x, pr[4], vals[base + 4u]);
+    x = add_key(x, pr[5], vals[base + 5u]);
+    x = add_key(x, pr[6], vals[base + 6u]);
+    return add_key(x, pr[7], vals[base + 7u]);
 }
 
 // This lane's column `col` (in vec4s from the head's start) of the value rows of keys
@@ -284,9 +277,27 @@ fn load_vals8(vals: ptr<function, array<vec4<f32>, 32>>, kappa: u32, s0: u32, co
     }
 }
 
+// A group's 4 rows' outputs (one vec4 of each, from acc[a] = acc[acc_at(4g, i)]) times
+// the group's factors of shrinking; and back to acc.
+fn shrunk_group(a: u32, shrink: vec4<f32>) -> array<vec4<f32>, 4> {
+    return array<vec4<f32>, 4>(
+        acc[a] * shrink.x, acc[a + WG] * shrink.y,
+        acc[a + 2u * WG] * shrink.z, acc[a + 3u * WG] * shrink.w,
+    );
+}
+
+fn store_group(a: u32, x: array<vec4<f32>, 4>) {
+    acc[a] = x[0];
+    acc[a + WG] = x[1];
+    acc[a + 2u * WG] = x[2];
+    acc[a + 3u * WG] = x[3];
+}
+
 // The block's 32 keys s0 .. s0 + 32 (key s0 + 8κ + L scored by lane L) added to every
-// output of the lane, in order, shrunk first as the running max moved.
-fn add_values(s0: u32, v_base: u32, v_row: u32, w: Walk, careful: bool) {
+// output of the lane, in order, shrunk first as the running max moved. A group's 4 rows
+// take each value vec4 together, so every probability is a constant component (a loop over
+// the rows, indexing them at run time, ran 6% slower on lavapipe).
+fn add_values(s0: u32, v_base: u32, v_row: u32, w: Walk) {
     for (var i = 0u; i < CPL; i++) {
         // This lane's column (lane + 8i) of the 32 value rows.
         let col = v_base + min(lane + 8u * i, w.dv4 - 1u);
@@ -300,14 +311,43 @@ fn add_values(s0: u32, v_base: u32, v_row: u32, w: Walk, careful: bool) {
             let pb = from_lanes8(probs[probs_at(8u + g)]);
             let pc = from_lanes8(probs[probs_at(16u + g)]);
             let pd = from_lanes8(probs[probs_at(24u + g)]);
-            let shrink = shrinks[g * WG + slot];
-            for (var c = 0u; c < 4u; c++) {
-                let a = acc_at(4u * g + c, i);
-                var x = add8(acc[a] * shrink[c], pa, c, vals, 0u, careful);
-                x = add8(x, pb, c, vals, 8u, careful);
-                x = add8(x, pc, c, vals, 16u, careful);
-                acc[a] = add8(x, pd, c, vals, 24u, careful);
+            let a = acc_at(4u * g, i);
+            var x = shrunk_group(a, shrinks[g * WG + slot]);
+            x = add8(x, pa, vals, 0u);
+            x = add8(x, pb, vals, 8u);
+            x = add8(x, pc, vals, 16u);
+            x = add8(x, pd, vals, 24u);
+            store_group(a, x);
+        }
+    }
+}
+
+// x (group g's 4 rows' outputs, in column `col`) plus key s0 + key's probabilities times
+// its value, where a probability of 0 adds nothing, even times a value that is not finite.
+fn add_key_careful(x: array<vec4<f32>, 4>, g: u32, s0: u32, key: u32, col: u32, v_row: u32) -> array<vec4<f32>, 4> {
+    // Lane key % 8 scored the key, as its κ = key / 8.
+    let pr = subgroupShuffle(probs[probs_at(g + 8u * (key / 8u))], key % 8u);
+    let val = vec4<f32>(v[col + min(s0 + key, p.cols - 1u) * v_row]);
+    return array<vec4<f32>, 4>(
+        fma_unless_zero(pr.x, val, x[0]), fma_unless_zero(pr.y, val, x[1]),
+        fma_unless_zero(pr.z, val, x[2]), fma_unless_zero(pr.w, val, x[3]),
+    );
+}
+
+// add_values for the careful walk: the same sums in the same order, with add_key_careful.
+// Written small rather than fast, a key per step (it runs only for subgroups whose rows met
+// a non-finite value): on lavapipe the careful products beside the fast ones in add_values
+// made every walk 8–9% slower, and 4 keys per step cost 50–100 ms more compiling.
+fn add_values_careful(s0: u32, v_base: u32, v_row: u32, w: Walk) {
+    for (var i = 0u; i < CPL; i++) {
+        let col = v_base + min(lane + 8u * i, w.dv4 - 1u);
+        for (var g = 0u; g < w.groups; g++) {
+            let a = acc_at(4u * g, i);
+            var x = shrunk_group(a, shrinks[g * WG + slot]);
+            for (var key = 0u; key < KEYS; key++) {
+                x = add_key_careful(x, g, s0, key, col, v_row);
             }
+            store_group(a, x);
         }
     }
 }
@@ -488,7 +528,11 @@ fn main(
             }
             mask_block(w);
             softmax_block(w.groups);
-            add_values(s0, head_rows.v_base, head_rows.v_row, w, careful);
+            if careful {
+                add_values_careful(s0, head_rows.v_base, head_rows.v_row, w);
+            } else {
+                add_values(s0, head_rows.v_base, head_rows.v_row, w);
+            }
         }
         // A row that is not NaN anyway and ended non-finite met a non-finite value: walk
         // again, carefully.

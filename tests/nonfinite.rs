@@ -841,7 +841,7 @@ fn sdpa_fused_subgroup_rows_nonfinite() {
 }
 
 /// Rows whose keys the fused kernel walks in runs, one launch each (where the driver caps an
-/// invocation's loops: lavapipe takes 1280 to 4744 keys per run at d 64, by kernel), carry their state
+/// invocation's loops: lavapipe takes 1088 to 4744 keys per run at d 64, by kernel), carry their state
 /// from run to run: a NaN key met in the first run, a +inf score of a query row, and a row
 /// whose mask blocks every key (zeros) come out as the reference has them, at 40 query
 /// rows (the 8-lane subgroup kernel where the device shares loads) and 6000 keys.

@@ -165,16 +165,19 @@ fn direct_fixed_iterations(dv4: u64) -> u64 {
 /// Keys per block of `fused_lanes.wgsl`: 4 per lane.
 pub const LANES_KEYS: u32 = 32;
 
-/// Loop iterations of `fused_lanes.wgsl` per block of 32 keys and walk, counting every loop
-/// as if none were unrolled and each run of a loop as its iterations plus one (llvmpipe
-/// counts the check that ends it): the block's own, the dot products and the stores of
-/// their scores ([`lanes_dot_iterations`]), the masks (one loop over 128 scores), the
-/// softmax (8 groups, each 2 loops of 4), and per output vec4 of a lane (`columns`) the
-/// value loads (4 loops of 8) and 8 groups of 4 rows.
+/// Loop iterations of `fused_lanes.wgsl` per block of 32 keys in both walks together,
+/// counting every loop as if none were unrolled and each run of a loop as its iterations
+/// plus one (llvmpipe counts the check that ends it). Each walk: the block's own, the dot
+/// products and the stores of their scores ([`lanes_dot_iterations`]), the masks (one loop
+/// over 128 scores), the softmax (8 groups, each 2 loops of 4), and per output vec4 of a
+/// lane (`columns`) the values: in the first walk 4 loops of 8 value loads and a loop over
+/// 8 groups, in the careful one a loop over 8 groups of a loop over 32 keys.
 fn lanes_block_iterations(d4: u64, columns: u64, halves: bool) -> u64 {
     let softmax = 8 * (1 + 2 * (4 + 1)) + 1;
-    let values = columns * (1 + 4 * (8 + 1) + 8 * (1 + 4 + 1) + 1) + 1;
-    1 + lanes_dot_iterations(d4, halves) + (128 + 1) + softmax + values
+    let walk = 1 + lanes_dot_iterations(d4, halves) + (128 + 1) + softmax;
+    let values = columns * (1 + 4 * (8 + 1) + (8 + 1)) + 1;
+    let careful_values = columns * (1 + 8 * (1 + 32 + 1) + 1) + 1;
+    2 * walk + values + careful_values
 }
 
 /// Loop iterations of `fused_lanes.wgsl`'s dot products per block, each loop run counted
@@ -352,6 +355,7 @@ impl Variant {
             return KEYS_UNDER_LOOP_CAP;
         }
         let (d4, dv4) = ((d / 4) as u64, (dv / 4) as u64);
+        // Per block: both walks' iterations (the second, careful walk in the worst case).
         let (fixed, per_block) = if self.lanes {
             let columns = self.lanes_columns() as u64;
             (
@@ -361,10 +365,10 @@ impl Variant {
         } else {
             (
                 direct_fixed_iterations(dv4),
-                direct_block_iterations(d4, dv4),
+                2 * direct_block_iterations(d4, dv4),
             )
         };
-        let blocks = cap.saturating_sub(fixed) / (2 * per_block);
+        let blocks = cap.saturating_sub(fixed) / per_block;
         (blocks.clamp(1, (u32::MAX / self.bc) as u64) as u32) * self.bc
     }
 
@@ -732,7 +736,8 @@ mod tests {
             // of two halves, 2) runs of a loop over 4 keys, and storing 32 vec4s of scores
             // (in each half a loop over 4 keys of loops over 4 groups); the masks (128
             // scores); the softmax's loop over 8 groups, each with 2 loops of 4; and per
-            // column 4 loops of 8 value loads and 8 groups of a loop over 4 rows.
+            // column, in the first walk, 4 loops of 8 value loads and a loop over 8 groups,
+            // in the careful walk a loop over 8 groups of a loop over 32 keys.
             let steps = d as u64 / 4;
             let dots = if halves {
                 let half = 1 + run(steps * (1 + 2 * run(4))) + run(4 * (1 + run(4)));
@@ -741,10 +746,12 @@ mod tests {
                 run(steps * (1 + 4 * run(4))) + run(32)
             };
             let softmax = run(8 * (1 + 2 * run(4)));
-            let values = run(columns * (1 + 4 * run(8) + run(8 * (1 + run(4)))));
-            let per_block = 1 + dots + run(128) + softmax + values;
+            let values = run(columns * (1 + 4 * run(8) + run(8)));
+            let careful_values = run(columns * (1 + run(8 * (1 + run(32)))));
+            let walk = 1 + dots + run(128) + softmax;
+            let per_block = 2 * walk + values + careful_values;
             // Each walk ends its key loop and merges the 8 groups' sums.
-            let worst = run(2) + 2 * (rows + keys / 32 * per_block + 1 + run(8)) + rows + rows;
+            let worst = run(2) + 2 * (rows + 1 + run(8)) + keys / 32 * per_block + rows + rows;
             assert!(
                 worst <= cap,
                 "d {d} dv {dv}: {keys} keys, {worst} iterations"
