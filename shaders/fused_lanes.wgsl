@@ -42,6 +42,12 @@
 @group(0) @binding(1) var<storage, read> q: array<vec4<Elem>>;
 @group(0) @binding(2) var<storage, read> k: array<vec4<Elem>>;
 @group(0) @binding(3) var<storage, read> v: array<vec4<Elem>>;
+// The output and the rows' state between runs of keys (fused_params.wgsl), as vec4: one
+// access where 4 scalar ones cost llvmpipe 4 per-lane loops to compile. Output rows start
+// at multiples of 4 (CoreNeeds::vec4_views), and so do the state's rows (dv a multiple of
+// 4); its statistics, 3 per row, are read and written one component at a time.
+@group(0) @binding(6) var<storage, read_write> o: array<vec4<Out>>;
+@group(0) @binding(7) var<storage, read_write> partial: array<vec4<f32>>;
 
 override WG: u32 = 16u;  // invocations per workgroup: a whole number of 8-lane subgroups
 override CPL: u32 = 2u;  // output vec4s per lane and row: ceil(dv / 32)
@@ -98,6 +104,11 @@ fn sum_at(g: u32) -> u32 {
 
 fn is_bad(r: u32) -> bool {
     return ((bad_rows >> r) & 1u) != 0u;
+}
+
+// Element s of `partial` (a row's statistic).
+fn stat(s: u32) -> f32 {
+    return partial[s / 4u][s % 4u];
 }
 
 // What a subgroup's walk needs beside the lane's state.
@@ -369,19 +380,18 @@ fn start_rows(w: Walk, resumes: bool) {
         var x = vec3<f32>(neg_inf(), 0.0, 0.0);
         if resumes {
             let st = partial_stats(0u, w.z, l, w.zs);
-            x = vec3<f32>(partial[st], select(0.0, partial[st + 1u], lane == 0u), partial[st + 2u]);
+            x = vec3<f32>(stat(st), select(0.0, stat(st + 1u), lane == 0u), stat(st + 2u));
         }
         stats[max_at(r / 4u)][r % 4u] = x.x;
         stats[sum_at(r / 4u)][r % 4u] = x.y;
         if x.z != 0.0 {
             bad_rows |= 1u << r;
         }
-        let at = partial_out(0u, w.z, l, w.zs);
+        let at = partial_out(0u, w.z, l, w.zs) / 4u;
         for (var i = 0u; i < CPL; i++) {
             var y = vec4<f32>(0.0);
             if resumes {
-                let o = at + 4u * min(lane + 8u * i, w.dv4 - 1u);
-                y = vec4<f32>(partial[o], partial[o + 1u], partial[o + 2u], partial[o + 3u]);
+                y = partial[at + min(lane + 8u * i, w.dv4 - 1u)];
             }
             acc[acc_at(r, i)] = y;
         }
@@ -409,22 +419,18 @@ fn save_rows(w: Walk) {
         if l >= p.rows {
             break;
         }
-        let at = partial_out(0u, w.z, l, w.zs);
+        let at = partial_out(0u, w.z, l, w.zs) / 4u;
         for (var i = 0u; i < CPL; i++) {
             let col = lane + 8u * i;
             if col < w.dv4 {
-                let x = acc[acc_at(r, i)];
-                partial[at + 4u * col] = x.x;
-                partial[at + 4u * col + 1u] = x.y;
-                partial[at + 4u * col + 2u] = x.z;
-                partial[at + 4u * col + 3u] = x.w;
+                partial[at + col] = acc[acc_at(r, i)];
             }
         }
         if lane == 0u {
             let st = partial_stats(0u, w.z, l, w.zs);
-            partial[st] = stats[max_at(r / 4u)][r % 4u];
-            partial[st + 1u] = stats[sum_at(r / 4u)][r % 4u];
-            partial[st + 2u] = select(0.0, 1.0, is_bad(r));
+            partial[st / 4u][st % 4u] = stats[max_at(r / 4u)][r % 4u];
+            partial[(st + 1u) / 4u][(st + 1u) % 4u] = stats[sum_at(r / 4u)][r % 4u];
+            partial[(st + 2u) / 4u][(st + 2u) % 4u] = select(0.0, 1.0, is_bad(r));
         }
     }
 }
@@ -447,15 +453,11 @@ fn write_rows(w: Walk) {
         if is_bad(r) {
             inv = nan();
         }
-        let at = o_base + l * p.o_stride_l;
+        let at = (o_base + l * p.o_stride_l) / 4u;
         for (var i = 0u; i < CPL; i++) {
             let col = lane + 8u * i;
             if col < w.dv4 {
-                let x = acc[acc_at(r, i)] * inv;
-                o[at + 4u * col] = Out(x.x);
-                o[at + 4u * col + 1u] = Out(x.y);
-                o[at + 4u * col + 2u] = Out(x.z);
-                o[at + 4u * col + 3u] = Out(x.w);
+                o[at + col] = vec4<Out>(acc[acc_at(r, i)] * inv);
             }
         }
     }

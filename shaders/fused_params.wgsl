@@ -1,7 +1,6 @@
 // Shared by the fused kernels (fused.wgsl, staged in workgroup memory, and
-// fused_direct.wgsl, register-blocked): their parameters, the bindings other than Q, K and V
-// (whose element type each kernel chooses), and the layout of the split and run state in
-// `partial`.
+// fused_direct.wgsl and fused_lanes.wgsl, register-blocked): their parameters, the masks'
+// bindings, and the layout of the split and run state in `partial`.
 
 struct Params {
     rows: u32,          // L
@@ -50,10 +49,10 @@ struct Params {
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(4) var<storage, read> mask0: array<f32>;
 @group(0) @binding(5) var<storage, read> mask1: array<f32>;
-@group(0) @binding(6) var<storage, read_write> o: array<Out>;
-// Modes 1–5 (layout in partial_* below): the splits' results, or the rows' state between
-// runs of keys; a placeholder in mode 0.
-@group(0) @binding(7) var<storage, read_write> partial: array<f32>;
+// Bindings 6 and 7, the output `o` and the state `partial` (modes 1–5, layout in
+// partial_* below: the splits' results, or the rows' state between runs of keys; a
+// placeholder in mode 0), each kernel views as it reads them: fused_io.wgsl as scalars,
+// fused_lanes.wgsl as vec4.
 
 // Where head `hd`'s rows of Q, K and V start, and their strides, in vec4s: for the kernels
 // that read them as vec4 (fused_direct.wgsl, fused_lanes.wgsl).

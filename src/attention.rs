@@ -211,8 +211,9 @@ pub(crate) enum CorePlan {
 pub(crate) struct CoreNeeds {
     pub weights: Option<bool>,
     pub storage: Storage,
-    /// Every row of Q, K and V starts at a multiple of 4 elements and the head sizes are
-    /// multiples of 4: the register-blocked fused kernel can read them as vec4.
+    /// Every row of Q, K, V and the output starts at a multiple of 4 elements and the head
+    /// sizes are multiples of 4: the register-blocked fused kernels can read (and
+    /// `fused_lanes.wgsl` write) them as vec4.
     pub vec4_views: bool,
 }
 

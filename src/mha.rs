@@ -293,7 +293,7 @@ impl MultiHeadAttention {
         let needs = CoreNeeds {
             weights: p.need_weights.then_some(p.average_attn_weights),
             storage: Storage::inner(dtype),
-            vec4_views: [&q, &k, &v].iter().all(|p| p.view().vec4_aligned())
+            vec4_views: [&q, &k, &v, &attn].iter().all(|p| p.view().vec4_aligned())
                 && d.head_dim.is_multiple_of(4)
                 && d.head_dim_v.is_multiple_of(4),
         };

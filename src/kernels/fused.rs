@@ -122,9 +122,9 @@ impl Split {
         wanted.clamp(1, most)
     }
 
-    /// Elements of the partial buffer.
+    /// Elements of the partial buffer, in whole vec4s (`fused_lanes.wgsl` views it as vec4).
     pub fn partial_len(splits: u32, len_q: usize, dv: usize, heads: usize, blocks: u32) -> usize {
-        splits as usize * heads * (len_q * (dv + 3) + blocks as usize)
+        (splits as usize * heads * (len_q * (dv + 3) + blocks as usize)).next_multiple_of(4)
     }
 }
 

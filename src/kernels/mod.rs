@@ -54,6 +54,7 @@ mod source {
     pub const SOFTMAX_ROWS: &str = include_str!("../../shaders/softmax_rows.wgsl");
     pub const HEAD_MEAN: &str = include_str!("../../shaders/head_mean.wgsl");
     pub const FUSED_PARAMS: &str = include_str!("../../shaders/fused_params.wgsl");
+    pub const FUSED_IO: &str = include_str!("../../shaders/fused_io.wgsl");
     pub const FUSED: &str = include_str!("../../shaders/fused.wgsl");
     pub const FUSED_DIRECT: &str = include_str!("../../shaders/fused_direct.wgsl");
     pub const FUSED_OWN: &str = include_str!("../../shaders/fused_own.wgsl");
@@ -241,6 +242,7 @@ pub fn shader_source(name: &str, storage: Storage) -> Option<String> {
             source::HEADS,
             source::MASKS,
             source::FUSED_PARAMS,
+            source::FUSED_IO,
             source::FUSED,
         ]
         .concat(),
@@ -253,6 +255,7 @@ pub fn shader_source(name: &str, storage: Storage) -> Option<String> {
             source::HEADS,
             source::MASKS,
             source::FUSED_PARAMS,
+            source::FUSED_IO,
             source::FUSED_DIRECT,
             source::FUSED_OWN,
         ]
@@ -265,6 +268,7 @@ pub fn shader_source(name: &str, storage: Storage) -> Option<String> {
             source::HEADS,
             source::MASKS,
             source::FUSED_PARAMS,
+            source::FUSED_IO,
             source::FUSED_DIRECT,
             source::LANES8,
             source::FUSED_SUBGROUP,
