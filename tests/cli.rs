@@ -193,6 +193,25 @@ fn bench_writes_json_csv_and_compares() {
         assert_eq!(row["crate_version"], env!("CARGO_PKG_VERSION"));
     }
     assert_eq!(std::fs::read_to_string(&csv).unwrap().lines().count(), 3);
+    // The core against the GEMM: both rows, a share of the mha row's projection rate.
+    let section = stdout
+        .split("attention core against the GEMM")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no core-against-GEMM table:\n{stdout}"));
+    assert!(
+        section.contains("GEMM (f32): the projections of custom mha"),
+        "{section}"
+    );
+    let shares: Vec<f64> = section
+        .lines()
+        .filter(|l| l.starts_with("custom "))
+        .map(|l| {
+            let share = l.split_whitespace().last().unwrap();
+            share.trim_end_matches('%').parse().unwrap()
+        })
+        .collect();
+    assert_eq!(shares.len(), 2, "{section}");
+    assert!(shares.iter().all(|&s| s > 0.0), "{section}");
 
     let (code, stdout, stderr) = run(bin().args(small).arg("--compare").arg(&json));
     assert_eq!(code, 0, "{stderr}");

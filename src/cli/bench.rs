@@ -161,13 +161,23 @@ impl Shape {
     /// FLOPs counted for a row: attention core 4·B·H·pairs·d (causal: the visible pairs
     /// only), plus 2·B·L·E·E per projection when the path runs the projections.
     pub fn flops(&self, path: Path) -> f64 {
-        let core = 4.0 * (self.batch * self.heads) as f64 * self.pairs() * self.head_dim() as f64;
-        if !path.projections() {
-            return core;
+        if path.projections() {
+            self.core_flops() + self.projection_flops()
+        } else {
+            self.core_flops()
         }
+    }
+
+    /// The attention core's FLOPs: 4·B·H·pairs·d.
+    pub fn core_flops(&self) -> f64 {
+        4.0 * (self.batch * self.heads) as f64 * self.pairs() * self.head_dim() as f64
+    }
+
+    /// The four projections' FLOPs (q and the output over L rows, k and v over S): 2·B·E²
+    /// per row.
+    pub fn projection_flops(&self) -> f64 {
         let e = self.d_model as f64;
-        let b = self.batch as f64;
-        core + 2.0 * b * e * e * (2.0 * self.seq as f64 + 2.0 * self.kv_seq as f64)
+        2.0 * self.batch as f64 * e * e * (2.0 * self.seq as f64 + 2.0 * self.kv_seq as f64)
     }
 
     /// The same shape with query and key/value length `len`.
@@ -1008,5 +1018,6 @@ pub fn run(device: &DeviceArgs, args: &BenchArgs) -> Result<Outcome> {
     bar.finish_and_clear();
     super::table::print(&rows);
     super::table::print_passes(&rows);
+    super::table::print_core_vs_gemm(&rows);
     write_outputs(args, &rows)
 }

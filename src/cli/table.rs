@@ -211,6 +211,81 @@ pub fn print_passes(rows: &[Row]) {
     }
 }
 
+/// The attention core's rate against the GEMM's: per row, the core's kernels (every timed
+/// pass but the projections) as GFLOP/s of its 4·B·H·pairs·d FLOPs, and that as a share of
+/// the best projection rate (`linear`, 2·B·E² per row and projection) this run measured for
+/// the same dtype. Nothing without per-pass times, or without an mha row to give the GEMM.
+pub fn print_core_vs_gemm(rows: &[Row]) {
+    let linear_rate = |r: &Row| {
+        let p = r.pass("linear").filter(|p| !p.near_empty)?;
+        Some(r.shape.projection_flops() / (p.median_ms * 1e6))
+    };
+    let best_gemm = |dtype: &str| {
+        rows.iter()
+            .filter(|r| r.dtype == dtype)
+            .filter_map(|r| Some((linear_rate(r)?, r)))
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+    };
+    let core_ms = |r: &Row| {
+        let ran: Vec<f64> = r
+            .passes
+            .iter()
+            .filter(|p| p.kernel != "linear" && !p.near_empty)
+            .map(|p| p.median_ms)
+            .collect();
+        (!ran.is_empty()).then(|| ran.iter().sum::<f64>())
+    };
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .filter_map(|r| {
+            let ms = core_ms(r)?;
+            let (gemm, _) = best_gemm(&r.dtype)?;
+            let rate = r.shape.core_flops() / (ms * 1e6);
+            Some(vec![
+                r.preset.clone(),
+                r.path.clone(),
+                r.core_text(),
+                r.dtype.clone(),
+                r.shape_text(),
+                format!("{ms:.2}"),
+                format!("{rate:.1}"),
+                format!("{:.0}%", 100.0 * rate / gemm),
+            ])
+        })
+        .collect();
+    if cells.is_empty() {
+        return;
+    }
+    let headers = [
+        "preset",
+        "path",
+        "core",
+        "dtype",
+        "shape",
+        "core ms",
+        "core GFLOP/s",
+        "of GEMM",
+    ]
+    .map(String::from);
+    println!();
+    println!("attention core against the GEMM (per-pass medians):");
+    render(&headers, &cells, 5);
+    println!();
+    for dtype in ["f32", "f16"] {
+        if let Some((gemm, r)) = best_gemm(dtype) {
+            println!(
+                "GEMM ({dtype}): the projections of {} {} ({}), {gemm:.1} GFLOP/s, the best linear rate of this run.",
+                r.preset,
+                r.path,
+                r.shape_text()
+            );
+        }
+    }
+    println!(
+        "core ms: every kernel of the forward but the projections; core GFLOP/s counts 4·B·H·pairs·d."
+    );
+}
+
 fn io_err(path: &Path, source: std::io::Error) -> Error {
     Error::Io {
         path: path.display().to_string(),
