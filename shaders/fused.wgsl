@@ -39,8 +39,8 @@
 // A storage prelude (storage_*.wgsl) names the element types of Q/K/V (`Elem`) and of O
 // (`Out`); float.wgsl, heads.wgsl and masks.wgsl (prepended) supply the float helpers, map
 // z to (batch, head) and mask a score as qk.wgsl does; fused_params.wgsl the parameters,
-// the other bindings and the layout of `partial`. Arithmetic is f32 whatever the
-// storage.
+// the masks' bindings and the layout of `partial`; fused_io.wgsl the output and `partial`.
+// Arithmetic is f32 whatever the storage.
 
 override WG_X: u32 = 8u;    // invocations along value columns (8 each): ceil(dv / 8) rounded up, ≥ 4
 override D_VEC: u32 = 16u;  // vec4s of one staged query row: ceil(d / 4), rounded up

@@ -36,9 +36,9 @@
 // limit are masked there) and the decision to walk again (all_lanes).
 //
 // The storage prelude names `Elem` and `Out`; float.wgsl, dot_block.wgsl, rows_own.wgsl,
-// heads.wgsl, masks.wgsl and fused_params.wgsl (prepended) supply the float helpers, the
-// block of dot products and its reads of the queries, the heads, the masks and the
-// parameters.
+// heads.wgsl, masks.wgsl, fused_params.wgsl and fused_io.wgsl (prepended) supply the float
+// helpers, the block of dot products and its reads of the queries, the heads, the masks,
+// the parameters and the output and `partial` bindings.
 
 @group(0) @binding(1) var<storage, read> q: array<vec4<Elem>>;
 @group(0) @binding(2) var<storage, read> k: array<vec4<Elem>>;

@@ -19,7 +19,8 @@
 // per-lane loop and a broadcast a register move, this kernel ran bert-base's core 2×
 // faster (blocks of 16 keys: 1.6×).
 //
-// Needs vec4 loads (head sizes, offsets and strides of Q, K and V that are multiples of 4)
+// Needs vec4 loads and stores (head sizes, offsets and strides of Q, K, V and the output that
+// are multiples of 4)
 // and subgroups of exactly 8 lanes, the workgroup a whole number of them. Modes 0 and 3–5
 // of fused_params.wgsl (whole rows of keys, or runs of keys with the rows' state carried in
 // `partial`); fused.wgsl serves split keys.
@@ -226,7 +227,7 @@ fn mask_block(w: Walk) {
 
 // The online-softmax step of the block, group by group: the running max, sum and flags
 // moved on, the probabilities (in place of the scores) and the factors of shrinking in
-// workgroup memory for add_values.
+// workgroup memory for add_values (or add_values_careful).
 fn softmax_block(groups: u32) {
     for (var g = 0u; g < groups; g++) {
         var x = array<vec4<f32>, 4>(

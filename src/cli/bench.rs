@@ -159,7 +159,8 @@ impl Shape {
     }
 
     /// FLOPs counted for a row: attention core 4·B·H·pairs·d (causal: the visible pairs
-    /// only), plus 2·B·L·E·E per projection when the path runs the projections.
+    /// only), plus the projections' 2·B·E² per projected row (L for q and the output, S for
+    /// k and v) when the path runs them.
     pub fn flops(&self, path: Path) -> f64 {
         if path.projections() {
             self.core_flops() + self.projection_flops()

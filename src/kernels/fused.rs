@@ -757,6 +757,13 @@ mod tests {
                 "d {d} dv {dv}: {keys} keys, {worst} iterations"
             );
         }
+        // The keys per run the README states, at d 64: with the 16-row halves, and without.
+        let keys_64 = |halves| {
+            lanes_halves(16, 64, 64, halves)
+                .unwrap()
+                .keys_under_loop_cap(cap, 64, 64)
+        };
+        assert_eq!((keys_64(true), keys_64(false)), (1088, 1120));
         assert_eq!(lanes(16, 64, 64).unwrap().wg_y, 16); // (64 + 56) vec4s × 16 = 30 KiB
         assert_eq!(lanes(16, 64, 128).unwrap().wg_y, 8); // 184 vec4s × 8 = 23 KiB
         assert_eq!(lanes(12, 64, 64).unwrap().wg_y, 8);
