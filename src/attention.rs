@@ -277,7 +277,10 @@ impl CorePlan {
             vec4_views,
         } = needs;
         gpu.check_dtype(storage.operands())?;
-        let fused = || -> Result<Self> {
+        // The fused path on the kernel class `variant` (`fused_variant`'s, worked out once
+        // per call: `Auto` also compares its kind with the probe's).
+        let fused = |variant: Result<fused::Variant>| -> Result<Self> {
+            let variant = variant?;
             let limits = gpu.limits();
             let kernels = gpu.kernels();
             let heads = dims.batch * dims.heads_q;
@@ -285,7 +288,6 @@ impl CorePlan {
             let split_count = |variant: &fused::Variant| {
                 fused::Split::count(variant, dims.len_q, dims.len_kv, heads, target)
             };
-            let variant = fused_variant(gpu, dims, vec4_views)?;
             let kernel = kernels.fused(gpu.device(), &limits, variant, storage)?;
             let mut splits = split_count(&variant);
             let blocks = (dims.len_q as u32).div_ceil(variant.rows());
@@ -334,9 +336,10 @@ impl CorePlan {
                 "the fused path cannot return attention weights: use the three-pass path (or Auto)"
                     .into(),
             )),
-            (AttentionPath::Fused, None) => fused(),
+            (AttentionPath::Fused, None) => fused(fused_variant(gpu, dims, vec4_views)),
             (AttentionPath::ThreePass, _) | (AttentionPath::Auto, Some(_)) => three_pass(),
             (AttentionPath::Auto, None) => {
+                let variant = fused_variant(gpu, dims, vec4_views);
                 let fused_fits = dims.heads_q * dims.batch <= MAX_GROUPS as usize;
                 // Even where three passes are tuned faster, the fused kernel wins where it
                 // skips work they do: a few query rows against many keys, as in decoding,
@@ -363,18 +366,18 @@ impl CorePlan {
                 // elsewhere the fused kernel can be the slower (on lavapipe the shared-keys
                 // kernel, which a head size past 192 takes, ran bert-base 48 ms against 39).
                 let measured_kind = || {
-                    let kind = |v: fused::Variant| (v.direct, v.subgroups, v.lanes);
-                    let probe = fused_variant(gpu, &preference_probe(gpu), true).map(kind);
+                    let kind = |v: &fused::Variant| (v.direct, v.subgroups, v.lanes);
+                    let probe = fused_variant(gpu, &preference_probe(gpu), true);
                     probe.is_ok()
-                        && fused_variant(gpu, dims, vec4_views).map(kind).ok() == probe.ok()
+                        && variant.as_ref().ok().map(kind) == probe.as_ref().ok().map(kind)
                 };
                 let preferred = tuning.prefer_fused && !few_rows && measured_kind();
                 if fused_fits && (preferred || fused_skips_work) {
-                    fused().or_else(|_| three_pass())
+                    fused(variant).or_else(|_| three_pass())
                 } else if fused_fits {
                     // Tuned to prefer three passes on this adapter, unless its score blocks
                     // do not fit: then the fused path, which stores none.
-                    three_pass().or_else(|_| fused())
+                    three_pass().or_else(|_| fused(variant))
                 } else {
                     three_pass()
                 }

@@ -169,10 +169,10 @@ pub struct Tuning {
     pub fused_subgroups: bool,
     /// `fused_lanes.wgsl` takes its dot products 16 query rows at a time, each lane loading
     /// its keys twice per block, instead of all 32 at once: half the code of its hottest loop,
-    /// so it compiles in less time and runs slower. On lavapipe bert-base SDPA's first use
-    /// took 0.58–0.64 s against 0.74–0.79 (fresh shader cache), and the kernel ran about
-    /// 10% slower. On by default, which keeps a cold start within a second; `tune` measures
-    /// both.
+    /// so it compiles in less time and runs slower. On lavapipe bert-base MHA's cold start
+    /// (fresh shader cache: device, pipelines, first forward) took 0.83 s against 0.97, and
+    /// the kernel ran 7–10% slower. On by default, which keeps a cold start within a second;
+    /// `tune` measures both.
     #[serde(default = "fused_lanes_halves_default")]
     pub fused_lanes_halves: bool,
 }
@@ -262,11 +262,11 @@ impl Tuning {
     /// fused kernel where a CPU adapter's subgroups are exactly 8 wide (`features` has
     /// `SUBGROUP`), so that the kernel of 8-lane subgroups (`fused_lanes.wgsl`) runs.
     ///
-    /// On lavapipe that kernel ran bert-base SDPA in 25.7 ms against 37.1 through three
-    /// passes (batched 9.8 against 12.3, long-causal 143.6 against 193.0; one bench run),
-    /// and with an empty shader cache bert-base MHA's first forward took 0.73–0.79 s, the
-    /// device and its pipelines 0.08 s before it (the dot products 16 rows at a time:
-    /// `fused_lanes_halves`). Without
+    /// On lavapipe that kernel ran bert-base SDPA in 23.5 ms against 38.3 through three
+    /// passes (batched 8.9 against 12.6, long-causal 137.3 against 197.7; one bench run),
+    /// and with an empty shader cache the device, its pipelines and bert-base MHA's first
+    /// forward took 0.83–0.88 s (the dot products 16 rows at a time: `fused_lanes_halves`).
+    /// Without
     /// subgroup sharing (lavapipe's 4-wide build) the fused kernel ran bert-base SDPA in
     /// 73 ms against 53 through three passes, so three passes stay the default there.
     pub fn for_adapter(info: &wgpu::AdapterInfo, features: wgpu::Features) -> Self {

@@ -7,6 +7,15 @@ use common::*;
 use wgpu_mha::tuning::{self, DirectTiles, GemmTiles};
 use wgpu_mha::*;
 
+/// The path `Auto` should take: the fused one where `fused`, else three passes.
+fn path_if_fused(fused: bool) -> AttentionPath {
+    if fused {
+        AttentionPath::Fused
+    } else {
+        AttentionPath::ThreePass
+    }
+}
+
 fn tunings() -> Vec<Tuning> {
     let base = Tuning::default();
     let gemm = |wg_x, wg_y, bk| GemmTiles { wg_x, wg_y, bk };
@@ -199,11 +208,7 @@ fn auto_follows_the_tuned_preference() {
         })
         .unwrap();
         let prepared = PreparedSdpa::prepare(&gpu, &q, &q, &q, &SdpaOptions::default()).unwrap();
-        let expected = if prefer_fused {
-            AttentionPath::Fused
-        } else {
-            AttentionPath::ThreePass
-        };
+        let expected = path_if_fused(prefer_fused);
         assert_eq!(prepared.path(), expected);
         // Causal calls follow the preference (both paths skip the tiles past the diagonal).
         let causal = SdpaOptions {
@@ -250,11 +255,7 @@ fn the_adapter_defaults_prefer_the_kernel_of_8_lane_subgroups() {
     assert_eq!(defaults.prefer_fused, lanes8, "{:?}", gpu.adapter_info());
     let q = random(&mut rng, &[1, 2, 32, 16], 1.0);
     let prepared = PreparedSdpa::prepare(&gpu, &q, &q, &q, &SdpaOptions::default()).unwrap();
-    let expected = if lanes8 {
-        AttentionPath::Fused
-    } else {
-        AttentionPath::ThreePass
-    };
+    let expected = path_if_fused(lanes8);
     assert_eq!(prepared.path(), expected);
     assert_eq!(prepared.fused_subgroups(), lanes8);
     // Head sizes the kernel of 8-lane subgroups cannot read as vec4 take the staged fused

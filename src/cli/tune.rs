@@ -123,7 +123,7 @@ fn time_fused(probe: &Gpu, tuning: Tuning, runs: usize) -> Result<f64> {
 
 /// Tokens of the MHA whose projections time the linear kernel: the SDPA probe's query rows.
 fn gemm_tokens(gpu: &Gpu) -> usize {
-    tuning::sdpa_probe(gpu.adapter_info().device_type)[2]
+    probe_shape(gpu)[2]
 }
 
 /// The linear kernel (in- and out-projections of a 512-wide MHA of [`gemm_tokens`]).
